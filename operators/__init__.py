@@ -1,0 +1,1 @@
+"""wanserve control plane: metric sources, the pure policy engine and its actuators."""
