@@ -1,0 +1,182 @@
+"""Denoiser stage: transformer + scheduler -> latents, step for step as ``WanPipeline`` does it.
+
+It also reads the VAE *config* (never its weights): the latent grid depends on the VAE's 16x spatial
+and 4x temporal compression, and a pipeline built without it silently assumes 8x.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from serve.params import Scheduler
+from serve.pipeline.device import dtype_for, pick_device, release_cached_memory
+from serve.pipeline.text_encoder import PromptEmbeddings
+
+if TYPE_CHECKING:
+    import torch
+
+StepCallback = Callable[[int, int], None]
+"""Called after each denoising step with (steps done, total steps)."""
+
+
+@dataclass(frozen=True)
+class LatentShape:
+    """What the denoiser needs to know about one request; requests of one shape can share a batch."""
+
+    width: int
+    height: int
+    num_frames: int
+    num_inference_steps: int
+    guidance_scale: float
+    scheduler: Scheduler = "unipc"
+
+
+@dataclass(frozen=True)
+class DenoiseRequest:
+    """One video's worth of denoising work."""
+
+    embeddings: PromptEmbeddings
+    shape: LatentShape
+    seed: int
+
+
+class Denoiser:
+    """Loads ``transformer/``, ``scheduler/`` and the ``vae/`` config from a diffusers-format directory."""
+
+    def __init__(self, model_dir: str | Path, device: str | None = None, compile: bool = False) -> None:
+        import torch
+        from diffusers import AutoencoderKLWan, WanTransformer3DModel
+
+        self._torch = torch
+        self.device = pick_device(device)
+        self.dtype = dtype_for(self.device)
+        root = Path(model_dir)
+        self.transformer = WanTransformer3DModel.from_pretrained(root / "transformer", torch_dtype=self.dtype)
+        self.transformer.to(self.device).eval()
+        if compile:
+            self.transformer.compile()
+        vae_config = AutoencoderKLWan.load_config(root / "vae")
+        self.spatial_factor: int = vae_config["scale_factor_spatial"]
+        self.temporal_factor: int = vae_config["scale_factor_temporal"]
+        self._scheduler_config = _load_scheduler_config(root / "scheduler")
+        model_index = _read_json(root / "model_index.json")
+        self.expand_timesteps: bool = bool(model_index.get("expand_timesteps", False))
+
+    def make_scheduler(self, name: Scheduler) -> Any:
+        """A fresh scheduler per call: multistep schedulers keep per-run state."""
+        from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
+
+        if name == "dpm++":
+            return DPMSolverMultistepScheduler.from_config(self._scheduler_config, algorithm_type="dpmsolver++")
+        return UniPCMultistepScheduler.from_config(self._scheduler_config)
+
+    def latent_grid(self, shape: LatentShape) -> tuple[int, int, int, int]:
+        """(channels, frames, height, width) of the latents for ``shape``."""
+        frames = (shape.num_frames - 1) // self.temporal_factor + 1
+        return (
+            self.transformer.config.in_channels,
+            frames,
+            shape.height // self.spatial_factor,
+            shape.width // self.spatial_factor,
+        )
+
+    def denoise(self, request: DenoiseRequest, on_step: StepCallback | None = None) -> torch.Tensor:
+        return self.denoise_batch([request], on_step)[0]
+
+    def denoise_batch(
+        self, requests: list[DenoiseRequest], on_step: StepCallback | None = None
+    ) -> list[torch.Tensor]:
+        """Denoise requests of one ``LatentShape`` together; each keeps its own seed's noise."""
+        torch = self._torch
+        shape = requests[0].shape
+        if any(request.shape != shape for request in requests):
+            raise ValueError("a denoising batch must share one LatentShape")
+        with torch.inference_mode():
+            latents = self._run(requests, shape, on_step)
+        release_cached_memory(self.device)
+        return [sample.unsqueeze(0).cpu() for sample in latents]
+
+    def _run(
+        self, requests: list[DenoiseRequest], shape: LatentShape, on_step: StepCallback | None
+    ) -> torch.Tensor:
+        from diffusers.utils.torch_utils import randn_tensor
+
+        torch = self._torch
+        guided = shape.guidance_scale > 1.0
+        cond = torch.cat([r.embeddings.cond for r in requests]).to(self.device, self.dtype)
+        uncond = None
+        if guided:
+            if any(r.embeddings.uncond is None for r in requests):
+                raise ValueError("guidance_scale > 1 needs negative prompt embeddings")
+            uncond = torch.cat([r.embeddings.uncond for r in requests]).to(self.device, self.dtype)  # type: ignore[misc]
+
+        scheduler = self.make_scheduler(shape.scheduler)
+        scheduler.set_timesteps(shape.num_inference_steps, device=self.device)
+        timesteps = scheduler.timesteps
+        # Seeds live on CPU generators so a seed gives the same video on any device.
+        generators = [torch.Generator("cpu").manual_seed(r.seed) for r in requests]
+        latents = randn_tensor(
+            (len(requests), *self.latent_grid(shape)),
+            generator=generators,
+            device=self.device,
+            dtype=torch.float32,
+        )
+        mask = torch.ones(latents.shape, dtype=torch.float32, device=self.device)
+        scheduler.set_begin_index(0)
+        for index, t in enumerate(timesteps):
+            model_input = latents.to(self.dtype)
+            if self.expand_timesteps:
+                # Wan2.2 TI2V: one timestep per latent patch token.
+                per_token = (mask[0][0][:, ::2, ::2] * t).flatten()
+                timestep = per_token.unsqueeze(0).expand(latents.shape[0], -1)
+            else:
+                timestep = t.expand(latents.shape[0])
+            noise = self._predict(model_input, timestep, cond, index, scheduler, "cond", len(timesteps))
+            if uncond is not None:
+                noise_uncond = self._predict(
+                    model_input, timestep, uncond, index, scheduler, "uncond", len(timesteps)
+                )
+                noise = noise_uncond + shape.guidance_scale * (noise - noise_uncond)
+            latents = scheduler.step(noise, t, latents, return_dict=False)[0]
+            if on_step is not None:
+                on_step(index + 1, len(timesteps))
+        return latents
+
+    def _predict(
+        self,
+        model_input: torch.Tensor,
+        timestep: torch.Tensor,
+        embeddings: torch.Tensor,
+        index: int,
+        scheduler: Any,
+        branch: str,
+        total: int,
+    ) -> torch.Tensor:
+        # cache_context lets diffusers' step-caching hooks (FirstBlockCache etc.) tell branches apart.
+        context = {"step_index": index, "sigma": float(scheduler.sigmas[index]), "num_inference_steps": total}
+        with self.transformer.cache_context(branch, **context):
+            return self.transformer(
+                hidden_states=model_input,
+                timestep=timestep,
+                encoder_hidden_states=embeddings,
+                return_dict=False,
+            )[0]
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    import json
+
+    if not path.exists():
+        return {}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _load_scheduler_config(directory: Path) -> dict[str, Any]:
+    config = _read_json(directory / "scheduler_config.json")
+    if not config:
+        raise FileNotFoundError(f"no scheduler_config.json in {directory}: is this a diffusers-format Wan directory?")
+    return config

@@ -1,0 +1,34 @@
+"""Where a stage runs and in which dtype: bf16 on CUDA, fp32 on CPU."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+def pick_device(requested: str | None = None) -> torch.device:
+    """``requested`` ("cpu", "cuda", "cuda:1") or the best available device."""
+    import torch
+
+    if requested:
+        device = torch.device(requested)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available here")
+        return device
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def dtype_for(device: torch.device) -> torch.dtype:
+    import torch
+
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def release_cached_memory(device: torch.device) -> None:
+    """Give cached CUDA blocks back after a request so co-located stages can use them."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()

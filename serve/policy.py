@@ -1,0 +1,117 @@
+"""The serving policy: the one small object the control plane changes and the data plane reads.
+
+Locally it arrives through the Ingress deployment's ``user_config`` (``reconfigure``) or the admin
+endpoint; on Kubernetes the operator patches the RayService ``serveConfigV2`` user_config. The data
+plane never imports the operator: this module is the whole contract between them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Instance = Literal["primary", "backup"]
+
+SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
+SPATIAL_MULTIPLE = 32  # VAE 16x spatial compression x transformer patch 2
+TEMPORAL_FACTOR = 4  # frames must be 4k+1
+
+
+def parse_size(size: str) -> tuple[int, int]:
+    """Parse "WxH" into (width, height); raises ValueError with the allowed form."""
+    match = SIZE_PATTERN.match(size.strip().lower())
+    if not match:
+        raise ValueError(f"size must look like WIDTHxHEIGHT (e.g. 1280x704), got {size!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+class DegradationTier(BaseModel):
+    """Limits that one degradation tier puts on a request. ``None`` means no limit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=32)
+    max_size: str | None = Field(default=None, description='Largest area served, as "WxH"')
+    max_frames: int | None = Field(default=None, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+
+    @field_validator("max_size")
+    @classmethod
+    def _size_is_wxh(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
+    @property
+    def max_area(self) -> int | None:
+        if self.max_size is None:
+            return None
+        width, height = parse_size(self.max_size)
+        return width * height
+
+
+FULL = DegradationTier(name="full")
+DEFAULT_TIERS: tuple[DegradationTier, ...] = (
+    FULL,
+    DegradationTier(name="reduced", max_size="640x480", max_frames=33, max_steps=25),
+    DegradationTier(name="minimal", max_size="320x256", max_frames=9, max_steps=10),
+)
+
+
+class FaultInjection(BaseModel):
+    """Drill-only: make one (version, instance) fail a fraction of its requests."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_version: str
+    instance: Instance = "primary"
+    error_rate: float = Field(ge=0.0, le=1.0)
+
+
+class ServingPolicy(BaseModel):
+    """What the data plane serves right now: tier, traffic weights and active instances."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tier: DegradationTier = FULL
+    # Percent of traffic per model version; versions not listed get no traffic.
+    weights: dict[str, float] = Field(default_factory=dict)
+    # Which instance serves each version; versions not listed use the primary.
+    active_instance: dict[str, Instance] = Field(default_factory=dict)
+    faults: tuple[FaultInjection, ...] = ()
+    reason: str = ""
+
+    @model_validator(mode="after")
+    def _weights_are_percentages(self) -> ServingPolicy:
+        for version, weight in self.weights.items():
+            if not 0.0 <= weight <= 100.0:
+                raise ValueError(f"weight for {version!r} must be within 0..100, got {weight}")
+        if self.weights and sum(self.weights.values()) <= 0:
+            raise ValueError("at least one model version needs a weight above 0")
+        return self
+
+    def instance_for(self, model_version: str) -> Instance:
+        return self.active_instance.get(model_version, "primary")
+
+
+def snap_size(width: int, height: int, max_area: int | None) -> tuple[int, int]:
+    """Shrink (width, height) to fit ``max_area``, keeping the aspect ratio, on the 32-pixel grid."""
+    if max_area is None or width * height <= max_area:
+        return width, height
+    scale = (max_area / (width * height)) ** 0.5
+    snapped_w = max(SPATIAL_MULTIPLE, int(width * scale) // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE)
+    snapped_h = max(SPATIAL_MULTIPLE, int(height * scale) // SPATIAL_MULTIPLE * SPATIAL_MULTIPLE)
+    return snapped_w, snapped_h
+
+
+def snap_frames(num_frames: int, max_frames: int | None) -> int:
+    """Cap ``num_frames`` at ``max_frames``, rounded down to the model's 4k+1 grid."""
+    if max_frames is None or num_frames <= max_frames:
+        return num_frames
+    return max(1, (max_frames - 1) // TEMPORAL_FACTOR * TEMPORAL_FACTOR + 1)
+
+
+def snap_steps(steps: int, max_steps: int | None) -> int:
+    return steps if max_steps is None else min(steps, max_steps)
