@@ -1,0 +1,105 @@
+"""The video job as the API shows it (OpenAI's video object plus our fields) and the store protocol."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+JobStatus = Literal["queued", "in_progress", "completed", "failed"]
+Priority = Literal["realtime", "batch"]
+ContentVariant = Literal["video", "thumbnail"]
+ListOrder = Literal["asc", "desc"]
+
+DEFAULT_TTL_SECONDS = 86_400
+
+
+def new_job_id() -> str:
+    """An OpenAI-style id: "video_" and 24 hex characters from a CSPRNG (ids are unguessable)."""
+    return "video_" + secrets.token_hex(12)
+
+
+class JobError(BaseModel):
+    """Why a job failed, with a stable machine-readable code."""
+
+    code: str
+    message: str
+
+
+class ServedParams(BaseModel):
+    """What was actually generated when a degradation tier changed the request."""
+
+    tier: str
+    size: str
+    num_frames: int
+    num_inference_steps: int
+
+
+class VideoJob(BaseModel):
+    """One text-to-video request as the API shows it (OpenAI's video object plus our fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=new_job_id, pattern=r"^video_[0-9a-f]{24}$")
+    object: Literal["video"] = "video"
+    status: JobStatus = "queued"
+    progress: int = Field(default=0, ge=0, le=100)
+    created_at: int = Field(default_factory=lambda: int(time.time()))
+    completed_at: int | None = None
+    expires_at: int | None = None
+    model: str
+    prompt: str
+    size: str = Field(pattern=r"^\d+x\d+$")
+    seconds: str
+    num_frames: int
+    fps: int
+    num_inference_steps: int
+    seed: int
+    priority: Priority
+    tenant: str = "default"
+    cache_key: str
+    error: JobError | None = None
+    served: ServedParams | None = None
+    cache_hit: bool = False
+
+
+JobPage = tuple[list[VideoJob], bool]
+"""One page of a listing and whether more jobs follow it."""
+
+
+class JobStore(Protocol):
+    """Where jobs and their results live. Every method is safe to call while a backend is down."""
+
+    async def create(self, job: VideoJob) -> VideoJob: ...
+
+    async def get(self, job_id: str, tenant: str | None = None) -> VideoJob | None: ...
+
+    async def update(self, job_id: str, **fields: Any) -> VideoJob | None: ...
+
+    async def list(
+        self, tenant: str, after: str | None = None, limit: int = 20, order: ListOrder = "desc"
+    ) -> JobPage: ...
+
+    async def delete(self, job_id: str) -> bool: ...
+
+    async def put_content(self, job_id: str, mp4: bytes, thumbnail_png: bytes) -> bool: ...
+
+    async def get_content(self, job_id: str, variant: ContentVariant = "video") -> bytes | None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def with_expiry(job: VideoJob, ttl_seconds: int) -> VideoJob:
+    """The job with `expires_at` set to `created_at + ttl_seconds` unless it already has one."""
+    if job.expires_at is not None:
+        return job
+    return job.model_copy(update={"expires_at": job.created_at + ttl_seconds})
+
+
+def merged(job: VideoJob, fields: dict[str, Any]) -> VideoJob:
+    """The job with `fields` applied and validated (model_copy would skip validation)."""
+    if "id" in fields:
+        raise ValueError("a job's id cannot be changed")
+    return VideoJob.model_validate({**job.model_dump(), **fields})

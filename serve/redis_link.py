@@ -1,0 +1,109 @@
+"""A Redis connection that may be down: short timeouts, a circuit breaker, one log line per outage.
+
+The job store and the result cache both treat Redis as helpful but optional: when it is unreachable
+they fall back (in-process copy, cache miss) instead of failing the request. `RedisLink` is the one
+place that decides whether Redis is worth trying right now, so a dead Redis costs at most one short
+timeout every `cooldown_s` instead of one per request, and the outage is logged once, not per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Hook called with the operation's name each time an operation could not use Redis (it failed, or
+#: the breaker skipped it). Wire it to a counter such as `wanserve_redis_errors_total{op}`.
+ErrorHook = Callable[[str], None]
+
+
+class RedisUnavailable(Exception):
+    """Redis could not serve this operation; the caller should fall back, not fail the request."""
+
+
+class RedisLink:
+    """One async Redis client plus the breaker state shared by everything that uses it.
+
+    `call(op, fn)` runs `fn(client)`; any Redis or socket error, or an open breaker, raises
+    `RedisUnavailable`. After a failure the breaker stays open for `cooldown_s`; the next call after
+    that tries Redis again, and a success closes it (redis-py reconnects on its own).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 0.5,
+        cooldown_s: float = 2.0,
+        on_error: ErrorHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.url = url
+        self.cooldown_s = cooldown_s
+        self._on_error = on_error
+        self._clock = clock
+        self._open_until = 0.0
+        self._down = False
+        # One immediate retry covers a pooled connection that Redis closed while restarting; more
+        # retries (redis-py defaults to 3 with exponential backoff) would stall requests when it is
+        # really down, which is exactly when we want to give up fast and fall back.
+        self.client: Redis = Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 1),
+        )
+
+    @property
+    def healthy(self) -> bool:
+        """False from the first failure of an outage until the first success after it."""
+        return not self._down
+
+    async def call(self, op: str, fn: Callable[[Redis], Awaitable[T]]) -> T:
+        """Run `fn` against Redis, or raise `RedisUnavailable` (never a Redis error)."""
+        if self._clock() < self._open_until:
+            self._report(op)
+            raise RedisUnavailable(f"{op}: Redis at {self._safe_url()} is down, retrying shortly")
+        try:
+            result = await fn(self.client)
+        except (RedisError, OSError) as exc:  # OSError covers socket and builtin TimeoutError
+            self._open_until = self._clock() + self.cooldown_s
+            if not self._down:
+                self._down = True
+                log.warning(
+                    "Redis at %s unreachable (%s: %s); falling back until it returns",
+                    self._safe_url(),
+                    type(exc).__name__,
+                    exc,
+                )
+            self._report(op)
+            raise RedisUnavailable(f"{op}: {type(exc).__name__}: {exc}") from exc
+        if self._down:
+            self._down = False
+            log.warning("Redis at %s reachable again", self._safe_url())
+        return result
+
+    async def aclose(self) -> None:
+        """Close the connection pool; errors while closing a dead connection are irrelevant."""
+        with contextlib.suppress(RedisError, OSError):
+            await self.client.connection_pool.disconnect()
+
+    def _report(self, op: str) -> None:
+        if self._on_error is not None:
+            self._on_error(op)
+
+    def _safe_url(self) -> str:
+        # Never log a password that may be embedded in the URL.
+        pool_kwargs = self.client.connection_pool.connection_kwargs
+        return f"{pool_kwargs.get('host', '?')}:{pool_kwargs.get('port', '?')}/{pool_kwargs.get('db', 0)}"

@@ -1,0 +1,121 @@
+"""Shared fixtures: a real redis-server for the session, which a test may stop and restart."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import redis
+
+_INSTALL_HINT = (
+    "redis-server not found: the tests need a real Redis. Install it with `make services` "
+    "(or `sudo apt-get install redis-server`), then run the tests again."
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _find_redis_server() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    for candidate in ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"):
+        if Path(candidate).is_file():
+            return candidate
+    return None
+
+
+class RedisServer:
+    """A redis-server subprocess on a fixed port, with no persistence, that can go down and up."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = _free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def client(self) -> redis.Redis:
+        """A synchronous client, for test setup and for looking at what the code under test wrote."""
+        return redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        """Start (or restart, on the same port) and wait until it answers PING."""
+        if self.running:
+            return
+        log = (self.workdir / "redis.log").open("ab")
+        self._proc = subprocess.Popen(
+            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+            + ["--dir", str(self.workdir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start; see {self.workdir / 'redis.log'}")
+            try:
+                with self.client() as client:
+                    client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        raise RuntimeError(f"redis-server did not answer PING within {timeout_s} s")
+
+    def stop(self) -> None:
+        """Stop it, as an outage would: clients see refused connections until `start`."""
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    @contextmanager
+    def down(self) -> Iterator[None]:
+        """Redis is stopped inside the block and running again after it, even if the test fails."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    binary = _find_redis_server()
+    if binary is None:
+        pytest.fail(_INSTALL_HINT, pytrace=False)
+    server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """The running server's URL, with an empty database for this test."""
+    redis_server.start()  # a test that stopped it and failed may have left it down
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url
