@@ -1,0 +1,83 @@
+"""Reads a snapshot from the Prometheus HTTP API (the cluster default).
+
+Each query is an instant ``sum by`` over the same metric names the ingress exports; the rows are fed
+to the same builder a scrape uses. ``max``/``min`` keep the worst replica for the failover gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+
+from operators.metrics.builder import (
+    CAPACITY,
+    CONSECUTIVE_FAILURES,
+    INFLIGHT,
+    INSTANCE_HEALTHY,
+    LATENCY_BUCKET,
+    LATENCY_COUNT,
+    QUEUE_DEPTH,
+    REQUESTS,
+    SnapshotBuilder,
+)
+from operators.metrics.snapshot import MetricsSnapshot, no_data
+
+INSTANCE_BY = "model_version, instance, exported_instance"
+QUERIES: dict[str, str] = {
+    INFLIGHT: f"sum({INFLIGHT})",
+    QUEUE_DEPTH: f"sum by (lane) ({QUEUE_DEPTH})",
+    CAPACITY: f"sum({CAPACITY})",
+    REQUESTS: f"sum by (model_version, status) ({REQUESTS})",
+    LATENCY_BUCKET: f"sum by (model_version, le) ({LATENCY_BUCKET})",
+    LATENCY_COUNT: f"sum by (model_version) ({LATENCY_COUNT})",
+    CONSECUTIVE_FAILURES: f"max by ({INSTANCE_BY}) ({CONSECUTIVE_FAILURES})",
+    INSTANCE_HEALTHY: f"min by ({INSTANCE_BY}) ({INSTANCE_HEALTHY})",
+}
+
+
+class PrometheusError(RuntimeError):
+    """Prometheus answered, but not with a vector: the message is its ``error`` field."""
+
+
+def vector_rows(payload: Any) -> list[tuple[dict[str, str], float]]:
+    """Rows of an instant-vector answer: ``{"status": "success", "data": {"resultType": "vector"...}}``."""
+    if not isinstance(payload, dict) or payload.get("status") != "success":
+        error = payload.get("error", "no status") if isinstance(payload, dict) else "not a JSON object"
+        raise PrometheusError(f"query failed: {error}")
+    data = payload.get("data", {})
+    if data.get("resultType") != "vector":
+        raise PrometheusError(f"expected a vector result, got {data.get('resultType')!r}")
+    return [(dict(row.get("metric", {})), float(row["value"][1])) for row in data.get("result", [])]
+
+
+class PrometheusSource:
+    """Instant queries against ``{base_url}/api/v1/query``; any failure gives a no-data snapshot."""
+
+    def __init__(self, base_url: str, timeout_seconds: float = 5.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+
+    async def read(self, now: float) -> MetricsSnapshot:
+        try:
+            async with httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_seconds) as client:
+                answers = await asyncio.gather(*(self._query(client, q) for q in QUERIES.values()))
+        except (httpx.HTTPError, ValueError, KeyError, PrometheusError) as error:
+            return no_data(now, f"Prometheus at {self.base_url}: {error!r}")
+        builder = SnapshotBuilder()
+        for name, rows in zip(QUERIES, answers, strict=True):
+            for labels, value in rows:
+                builder.add(name, labels, value)
+        snapshot = builder.build(now)
+        # An empty answer for capacity means Prometheus has no series yet: that is no data, not zero.
+        if snapshot.capacity is None and not snapshot.traffic and not snapshot.instances:
+            return no_data(now, f"Prometheus at {self.base_url} has no wanserve_* series yet")
+        return snapshot
+
+    async def _query(self, client: httpx.AsyncClient, query: str) -> list[tuple[dict[str, str], float]]:
+        response = await client.get("/api/v1/query", params={"query": query})
+        # Prometheus answers 400/422/503 with a JSON error body: read it for the message.
+        if response.status_code >= 500 or "json" not in response.headers.get("content-type", ""):
+            response.raise_for_status()
+        return vector_rows(response.json())

@@ -1,0 +1,46 @@
+"""Composes the three rules (tiers, failover, rollout) into one decision and one serving policy.
+
+``decide`` is a pure function of its arguments: the caller passes ``now`` and keeps the state, so the
+same inputs always give the same decision and every rule can be table-tested.
+"""
+
+from __future__ import annotations
+
+from operators.metrics.snapshot import MetricsSnapshot
+from operators.policy.failover import decide_failover
+from operators.policy.rollout import decide_rollout, stable_only
+from operators.policy.state import Decision, EngineState, TierState
+from operators.policy.tiers import decide_tier
+from operators.spec import PolicySpec
+from serve.policy import ServingPolicy
+
+
+def initial_state(spec: PolicySpec) -> EngineState:
+    """Undegraded, every version on its primary, the stable version serving everything."""
+    base = spec.tiers[0].name
+    return EngineState(
+        tier=TierState(base, None, f"starting at tier {base}"),
+        rollout=stable_only(spec.rollout, "starting with the stable version only"),
+    )
+
+
+def decide(state: EngineState | None, snapshot: MetricsSnapshot, spec: PolicySpec, now: float) -> Decision:
+    """One control step: the new state, the policy the data plane should serve, and what changed."""
+    previous = state or initial_state(spec)
+    load = snapshot.load if snapshot.has_data else None
+    tier, tier_events = decide_tier(previous.tier, load, spec.tiers, spec.stable_window_seconds, now)
+    instances = snapshot.instances if snapshot.has_data else {}
+    failover, failover_events = decide_failover(previous.failover, instances, spec.failover, now)
+    rollout, rollout_events = decide_rollout(previous.rollout, snapshot, spec.rollout, now)
+
+    tier_spec = next(t for t in spec.tiers if t.name == tier.name)
+    backups = [version for version, s in sorted(failover.items()) if s.active == "backup"]
+    summary = [tier.reason, rollout.reason] + [failover[v].reason for v in backups]
+    policy = ServingPolicy(
+        tier=tier_spec.to_degradation_tier(),
+        weights=dict(rollout.weights),
+        active_instance={version: s.active for version, s in sorted(failover.items())},
+        reason="; ".join(part for part in summary if part),
+    )
+    new_state = EngineState(tier=tier, failover=failover, rollout=rollout)
+    return Decision(state=new_state, policy=policy, events=[*tier_events, *failover_events, *rollout_events])
