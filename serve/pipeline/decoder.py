@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from serve.pipeline.device import dtype_for, pick_device, release_cached_memory
+from serve.pipeline.device import dtype_for, pick_device, quiet_loading, release_cached_memory
 
 if TYPE_CHECKING:
     import numpy as np
@@ -21,6 +21,7 @@ class Decoder:
         from diffusers.video_processor import VideoProcessor
 
         self._torch = torch
+        quiet_loading()
         self.device = pick_device(device)
         self.dtype = dtype_for(self.device)
         self.vae = AutoencoderKLWan.from_pretrained(Path(model_dir) / "vae", torch_dtype=self.dtype)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from serve.params import Scheduler
-from serve.pipeline.device import dtype_for, pick_device, release_cached_memory
+from serve.pipeline.device import dtype_for, pick_device, quiet_loading, release_cached_memory
 from serve.pipeline.text_encoder import PromptEmbeddings
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ class Denoiser:
         from diffusers import AutoencoderKLWan, WanTransformer3DModel
 
         self._torch = torch
+        quiet_loading()
         self.device = pick_device(device)
         self.dtype = dtype_for(self.device)
         root = Path(model_dir)
@@ -111,7 +112,7 @@ class Denoiser:
         if guided:
             if any(r.embeddings.uncond is None for r in requests):
                 raise ValueError("guidance_scale > 1 needs negative prompt embeddings")
-            uncond = torch.cat([r.embeddings.uncond for r in requests]).to(self.device, self.dtype)  # type: ignore[misc]
+            uncond = torch.cat([r.embeddings.uncond for r in requests]).to(self.device, self.dtype)
 
         scheduler = self.make_scheduler(shape.scheduler)
         scheduler.set_timesteps(shape.num_inference_steps, device=self.device)

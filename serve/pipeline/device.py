@@ -32,3 +32,12 @@ def release_cached_memory(device: torch.device) -> None:
 
     if device.type == "cuda":
         torch.cuda.empty_cache()
+
+
+def quiet_loading() -> None:
+    """Stage processes log requests, not per-shard loading bars from transformers/diffusers."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    diffusers_logging.disable_progress_bar()

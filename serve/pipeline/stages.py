@@ -14,7 +14,7 @@ import numpy as np
 
 from serve.params import GenerationParams
 from serve.pipeline.decoder import Decoder
-from serve.pipeline.denoiser import DenoiseRequest, Denoiser, LatentShape, StepCallback
+from serve.pipeline.denoiser import Denoiser, DenoiseRequest, LatentShape, StepCallback
 from serve.pipeline.text_encoder import PromptEmbeddings, TextEncoder
 from serve.pipeline.video import encode_mp4, encode_png, to_uint8
 

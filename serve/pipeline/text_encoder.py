@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from serve.pipeline.device import dtype_for, pick_device, release_cached_memory
+from serve.pipeline.device import dtype_for, pick_device, quiet_loading, release_cached_memory
 
 if TYPE_CHECKING:
     import torch
@@ -35,6 +35,7 @@ class TextEncoder:
         import torch
         from transformers import AutoTokenizer, UMT5EncoderModel
 
+        quiet_loading()
         self.device = pick_device(device)
         self.dtype = dtype_for(self.device)
         root = Path(model_dir)

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 # Bump when the layout or sizes change, so cached copies are rebuilt.
-TINY_CHECKPOINT_VERSION = 1
+TINY_CHECKPOINT_VERSION = 2
 
 _TOKENIZER_CORPUS = [
     "a golden retriever running through a sunny park",
@@ -30,7 +30,7 @@ _TOKENIZER_CORPUS = [
 
 
 def _train_tokenizer(directory: Path, vocab_size: int) -> None:
-    from tokenizers import SentencePieceUnigramTokenizer
+    from tokenizers import SentencePieceUnigramTokenizer, Tokenizer
     from transformers import T5TokenizerFast
 
     corpus = [line for _ in range(20) for line in _TOKENIZER_CORPUS]
@@ -42,8 +42,14 @@ def _train_tokenizer(directory: Path, vocab_size: int) -> None:
         unk_token="<unk>",
         show_progress=False,
     )
+    # The trainer sums scores in parallel, so they differ run to run in the last bits: round them
+    # (and sort ties by piece) so the same seed always writes the same tokenizer.
+    spec = json.loads(spm._tokenizer.to_str())
+    vocab = spec["model"]["vocab"]
+    specials, pieces = vocab[:3], [[piece, round(score, 6)] for piece, score in vocab[3:]]
+    spec["model"]["vocab"] = specials + sorted(pieces, key=lambda item: (-item[1], item[0]))
     tokenizer = T5TokenizerFast(
-        tokenizer_object=spm._tokenizer,
+        tokenizer_object=Tokenizer.from_str(json.dumps(spec)),
         pad_token="<pad>",
         eos_token="</s>",
         unk_token="<unk>",
@@ -59,6 +65,9 @@ def build_tiny_checkpoint(directory: str | Path, seed: int = 0) -> Path:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
+    from serve.pipeline.device import quiet_loading
+
+    quiet_loading()
     root = Path(directory)
     root.mkdir(parents=True, exist_ok=True)
     _train_tokenizer(root, vocab_size=256)

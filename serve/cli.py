@@ -1,0 +1,120 @@
+"""The ``wanserve`` command: generate a video, build the tiny checkpoint, run the local server."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from serve.params import PROFILES, GenerationParams, describe_errors, size_fields
+
+
+def _generation_params(args: argparse.Namespace) -> GenerationParams:
+    fields: dict[str, Any] = dict(PROFILES[args.profile])
+    if args.size:
+        fields.update(size_fields(args.size))
+    overrides = {
+        "num_frames": args.frames,
+        "num_inference_steps": args.steps,
+        "guidance_scale": args.guidance,
+        "fps": args.fps,
+        "seed": args.seed,
+        "scheduler": args.scheduler,
+        "negative_prompt": args.negative_prompt,
+    }
+    fields.update({key: value for key, value in overrides.items() if value is not None})
+    return GenerationParams(prompt=args.prompt, **fields)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    try:
+        params = _generation_params(args)
+    except ValidationError as error:
+        print(f"wanserve: invalid request:\n{describe_errors(error)}", file=sys.stderr)
+        return 2
+    except ValueError as error:
+        print(f"wanserve: invalid request: {error}", file=sys.stderr)
+        return 2
+    output = Path(args.output)
+    if not output.parent.is_dir():
+        print(f"wanserve: output folder {output.parent} does not exist", file=sys.stderr)
+        return 2
+
+    from tqdm import tqdm
+
+    from serve.pipeline.checkpoint import resolve_model_dir
+    from serve.pipeline.stages import StagePipeline
+
+    try:
+        model_dir = resolve_model_dir(args.model)
+    except FileNotFoundError as error:
+        print(f"wanserve: {error}", file=sys.stderr)
+        return 2
+    pipeline = StagePipeline(model_dir, device=args.device, compile=args.compile)
+    seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
+    with tqdm(total=params.num_inference_steps, desc="denoising", unit="step", file=sys.stderr) as bar:
+        generation = pipeline.generate(params, seed, on_step=lambda done, _total: bar.update(done - bar.n))
+    # Write to a temporary name first so an interrupted run never leaves a half-written mp4.
+    partial = output.with_name(output.name + ".partial")
+    partial.write_bytes(generation.mp4)
+    os.replace(partial, output)
+    stages = ", ".join(f"{name} {secs:.2f}s" for name, secs in generation.stage_seconds.items())
+    print(
+        f"{output}: {params.size}, {params.num_frames} frames at {params.fps} fps "
+        f"({params.seconds:.2f}s), {params.num_inference_steps} steps, seed {seed}; {stages}"
+    )
+    return 0
+
+
+def _tiny_checkpoint(args: argparse.Namespace) -> int:
+    from serve.pipeline.tiny_checkpoint import build_tiny_checkpoint
+
+    path = build_tiny_checkpoint(args.directory, seed=args.seed)
+    print(f"tiny Wan2.2-TI2V-5B checkpoint written to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wanserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    generate = commands.add_parser("generate", help="generate one video in this process")
+    generate.add_argument("prompt")
+    generate.add_argument("-o", "--output", default="out.mp4", help="mp4 file to write (default: out.mp4)")
+    generate.add_argument("--profile", choices=sorted(PROFILES), default="default",
+                          help="preset: default = the model's own 1280x704x121, 50 steps; fast = 640x480x17, 25")
+    generate.add_argument("--size", help="WIDTHxHEIGHT, multiples of 32 (e.g. 1280x704)")
+    generate.add_argument("--frames", type=int, help="number of frames, 4k+1 (e.g. 17, 121)")
+    generate.add_argument("--steps", type=int, help="denoising steps")
+    generate.add_argument("--guidance", type=float, help="classifier-free guidance scale (default 5.0)")
+    generate.add_argument("--fps", type=int, help="frames per second of the mp4 (default 24)")
+    generate.add_argument("--seed", type=int, help="random seed (default: a random one, printed)")
+    generate.add_argument("--negative-prompt", help="what to steer away from")
+    generate.add_argument("--scheduler", choices=["unipc", "dpm++"], help="sampler (default unipc)")
+    generate.add_argument("--model", help="diffusers-format Wan2.2-TI2V-5B directory "
+                                          "(default: $WANSERVE_MODEL_DIR, else the tiny checkpoint)")
+    generate.add_argument("--device", help="cpu, cuda or cuda:N (default: cuda if available)")
+    generate.add_argument("--compile", action="store_true", help="torch.compile the transformer")
+    generate.set_defaults(handler=_generate)
+
+    tiny = commands.add_parser("tiny-checkpoint", help="write the tiny offline checkpoint to DIR")
+    tiny.add_argument("directory")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(handler=_tiny_checkpoint)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler = args.handler
+    return int(handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
