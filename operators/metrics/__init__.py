@@ -6,8 +6,8 @@ no-data, which makes the engine hold rather than act on a blind spot.
 
 from operators.metrics.snapshot import (
     LatencyHistogram,
-    MetricsSnapshot,
     MetricSource,
+    MetricsSnapshot,
     VersionTraffic,
     no_data,
 )

@@ -50,11 +50,13 @@ def decide_instance(
             return state, [DecisionEvent("failover", reason, "warning")]
         return InstanceState("primary", unhealthy, floor, None, f"{version}: primary serving"), []
 
-    healthy_since = (previous.primary_healthy_since or now) if primary_ok else None
+    healthy_since = None
+    if primary_ok:
+        healthy_since = now if previous.primary_healthy_since is None else previous.primary_healthy_since
     recovered = healthy_since is not None and now - healthy_since >= spec.recovery_window_seconds
     if recovered or (tripped and primary_ok):
         reason = (
-            f"{version}: primary healthy for {now - (healthy_since or now):.0f}s, traffic moved back"
+            f"{version}: primary healthy for {spec.recovery_window_seconds:.0f}s, traffic moved back"
             if recovered
             else f"{version}: {why} on backup while primary probes healthy, traffic moved back"
         )
