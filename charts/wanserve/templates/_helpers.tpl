@@ -1,0 +1,249 @@
+{{/*
+Names, labels, images and the checks that span several values (the schema checks single values).
+*/}}
+
+{{- define "wanserve.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "wanserve.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The RayService; KubeRay names its serve Service "<this>-serve-svc". Short: KubeRay appends suffixes. */}}
+{{- define "wanserve.rayServiceName" -}}
+{{- include "wanserve.fullname" . | trunc 40 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "wanserve.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "wanserve.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "wanserve.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Common labels; call with (dict "root" $ "component" "ray"). */}}
+{{- define "wanserve.labels" -}}
+helm.sh/chart: {{ include "wanserve.chart" .root }}
+{{ include "wanserve.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+app.kubernetes.io/part-of: wanserve
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- with .root.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Labels of a pod template: stable ones only. A RayService rebuilds its whole GPU cluster when the pod
+template changes, so a chart-version label here would cost a blue/green upgrade per chart bump.
+*/}}
+{{- define "wanserve.podLabels" -}}
+{{ include "wanserve.componentSelectorLabels" . }}
+app.kubernetes.io/part-of: wanserve
+{{- end }}
+
+{{/* Selector labels of one component; call with (dict "root" $ "component" "redis"). */}}
+{{- define "wanserve.componentSelectorLabels" -}}
+{{ include "wanserve.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/*
+An image reference; call with (dict "root" $ "override" <map with optional repository/tag>).
+The tag defaults to the chart's appVersion and "latest" is refused: a moving tag makes rollouts and
+rollbacks unreproducible.
+*/}}
+{{- define "wanserve.image" -}}
+{{- $override := .override | default dict }}
+{{- $repository := $override.repository | default .root.Values.image.repository }}
+{{- $tag := $override.tag | default .root.Values.image.tag | default .root.Chart.AppVersion | toString }}
+{{- if eq $tag "latest" }}
+{{- fail (printf "image tag of %s is \"latest\": pin a version (the chart's appVersion is %s) or a digest" $repository .root.Chart.AppVersion) }}
+{{- end }}
+{{- if hasPrefix "sha256:" $tag }}
+{{- printf "%s@%s" $repository $tag }}
+{{- else }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+{{- end }}
+
+{{/* The fixed set of stages: values key -> worker group, Serve deployment, pin resource. */}}
+{{- define "wanserve.stageTable" -}}
+textEncoder:
+  group: text-encoder
+  deployment: TextEncoder
+  pinResource: wanserve_text_encoder
+denoiser:
+  group: denoiser
+  deployment: Denoiser
+  pinResource: wanserve_denoiser
+decoder:
+  group: decoder
+  deployment: Decoder
+  pinResource: wanserve_decoder
+{{- end }}
+
+{{/* Stage keys in pipeline order (values maps are unordered). */}}
+{{- define "wanserve.stageOrder" -}}
+textEncoder denoiser decoder
+{{- end }}
+
+{{/*
+Serve replicas one worker pod can hold, which is also how many units of the pin resource the pod
+advertises: GPUs per pod / GPUs per replica, or replicasPerPod when set (1 for a CPU-only stage).
+Call with the stage's values map.
+*/}}
+{{- define "wanserve.replicasPerPod" -}}
+{{- $numGpus := float64 .replica.numGpus }}
+{{- if not (kindIs "invalid" .workers.replicasPerPod) }}
+{{- int .workers.replicasPerPod }}
+{{- else if gt $numGpus 0.0 }}
+{{- floor (divf (float64 .workers.gpu.count) $numGpus) | int }}
+{{- else }}
+{{- 1 }}
+{{- end }}
+{{- end }}
+
+{{- define "wanserve.redisSecretName" -}}
+{{- if .Values.redis.auth.existingSecret }}
+{{- .Values.redis.auth.existingSecret }}
+{{- else }}
+{{- printf "%s-redis" (include "wanserve.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Whether pods get WANSERVE_REDIS_PASSWORD: an internal Redis always has one, an external one if a Secret is named. */}}
+{{- define "wanserve.redisHasPassword" -}}
+{{- if or (eq .Values.redis.mode "internal") (and (eq .Values.redis.mode "external") .Values.redis.auth.existingSecret) }}true{{- end }}
+{{- end }}
+
+{{/* The application's redis_url: no password in it, that comes from the Secret through the environment. */}}
+{{- define "wanserve.redisUrl" -}}
+{{- if eq .Values.redis.mode "internal" }}
+{{- printf "redis://%s-redis.%s.svc:6379/0" (include "wanserve.fullname" .) .Release.Namespace }}
+{{- else if eq .Values.redis.mode "external" }}
+{{- .Values.redis.external.url }}
+{{- end }}
+{{- end }}
+
+{{/* The Ingress metrics URL the operator scrapes by default: KubeRay's serve Service. */}}
+{{- define "wanserve.serveMetricsUrl" -}}
+{{- printf "http://%s-serve-svc.%s.svc:8000/metrics" (include "wanserve.rayServiceName" .) .Release.Namespace }}
+{{- end }}
+
+{{- define "wanserve.operatorServiceAccountName" -}}
+{{- if .Values.operator.serviceAccount.create }}
+{{- default (printf "%s-operator" (include "wanserve.fullname" .)) .Values.operator.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.operator.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* Environment of every container that runs the serving image. */}}
+{{- define "wanserve.commonEnv" -}}
+- name: POD_NAMESPACE
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.namespace
+# The root filesystem is read-only: caches go to the /tmp emptyDir; weights come from the model volume.
+- name: XDG_CACHE_HOME
+  value: /tmp/.cache
+- name: HF_HOME
+  value: /tmp/huggingface
+- name: HF_HUB_OFFLINE
+  value: "1"
+- name: TRITON_CACHE_DIR
+  value: /tmp/.triton
+{{- end }}
+
+{{/* Environment of Ray containers: the common one plus the Redis password (never in serveConfigV2). */}}
+{{- define "wanserve.rayEnv" -}}
+{{ include "wanserve.commonEnv" . }}
+{{- if include "wanserve.redisHasPassword" . }}
+- name: WANSERVE_REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "wanserve.redisSecretName" . }}
+      key: {{ .Values.redis.auth.secretKey }}
+{{- end }}
+{{- with .Values.ray.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Checks that span several values; rendering fails with a message that says what to change.
+*/}}
+{{- define "wanserve.validate" -}}
+{{- $v := .Values }}
+{{- $stages := include "wanserve.stageTable" . | fromYaml }}
+{{- range $key := splitList " " (include "wanserve.stageOrder" .) }}
+{{- $stage := index $v.stages $key }}
+{{- $numGpus := float64 $stage.replica.numGpus }}
+{{- $gpus := int $stage.workers.gpu.count }}
+{{- if and (gt $numGpus 0.0) (eq $gpus 0) }}
+{{- fail (printf "stages.%s.replica.numGpus is %v but stages.%s.workers.gpu.count is 0: give the worker pods GPUs or set numGpus to 0" $key $stage.replica.numGpus $key) }}
+{{- end }}
+{{- if gt $numGpus (float64 $gpus) }}
+{{- fail (printf "stages.%s.replica.numGpus (%v) is more than the %d GPUs of one worker pod (stages.%s.workers.gpu.count): no replica could ever be placed" $key $stage.replica.numGpus $gpus $key) }}
+{{- end }}
+{{- $perPod := include "wanserve.replicasPerPod" $stage | int }}
+{{- if lt $perPod 1 }}
+{{- fail (printf "stages.%s.workers.replicasPerPod must be at least 1" $key) }}
+{{- end }}
+{{- if gt (int $stage.autoscaling.minReplicas) (int $stage.autoscaling.maxReplicas) }}
+{{- fail (printf "stages.%s.autoscaling.minReplicas (%v) is above maxReplicas (%v)" $key $stage.autoscaling.minReplicas $stage.autoscaling.maxReplicas) }}
+{{- end }}
+{{- if gt (int $stage.workers.minReplicas) (int $stage.workers.maxReplicas) }}
+{{- fail (printf "stages.%s.workers.minReplicas (%v) is above maxReplicas (%v)" $key $stage.workers.minReplicas $stage.workers.maxReplicas) }}
+{{- end }}
+{{- $capacity := mul (int $stage.workers.maxReplicas) $perPod }}
+{{- if gt (int $stage.autoscaling.maxReplicas) $capacity }}
+{{- fail (printf "stages.%s.autoscaling.maxReplicas (%v) is more than the worker group can hold (%d pods x %d replicas per pod = %d): raise stages.%s.workers.maxReplicas or lower maxReplicas, or replicas stay pending" $key $stage.autoscaling.maxReplicas (int $stage.workers.maxReplicas) $perPod $capacity $key) }}
+{{- end }}
+{{- end }}
+{{- if gt (int $v.ingress.autoscaling.minReplicas) (int $v.ingress.autoscaling.maxReplicas) }}
+{{- fail (printf "ingress.autoscaling.minReplicas (%v) is above maxReplicas (%v)" $v.ingress.autoscaling.minReplicas $v.ingress.autoscaling.maxReplicas) }}
+{{- end }}
+{{- $mount := trimSuffix "/" $v.model.mountPath }}
+{{- if not (hasPrefix (printf "%s/" $mount) $v.model.dir) }}
+{{- fail (printf "model.dir (%s) must be a directory under model.mountPath (%s), where the model volume is mounted" $v.model.dir $v.model.mountPath) }}
+{{- end }}
+{{- if and (eq $v.model.volume.type "persistentVolumeClaim") (not $v.model.volume.claimName) }}
+{{- fail "model.volume.claimName is empty: name the PersistentVolumeClaim that holds the weights" }}
+{{- end }}
+{{- if and (eq $v.model.volume.type "hostPath") (not $v.model.volume.hostPath) }}
+{{- fail "model.volume.hostPath is empty: give the node directory that holds the weights" }}
+{{- end }}
+{{- if and (eq $v.redis.mode "external") (not $v.redis.external.url) }}
+{{- fail "redis.mode is external but redis.external.url is empty: set it (redis://host:6379/0) or use redis.mode=internal" }}
+{{- end }}
+{{- if and (eq $v.ray.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") (not $v.ray.upgradeStrategy.clusterUpgradeOptions.gatewayClassName) }}
+{{- fail "ray.upgradeStrategy.type NewClusterWithIncrementalUpgrade needs ray.upgradeStrategy.clusterUpgradeOptions.gatewayClassName (and stepSizePercent, intervalSeconds)" }}
+{{- end }}
+{{- $rollout := $v.policy.rollout }}
+{{- if $rollout.enabled }}
+{{- if or (not $rollout.candidateVersion) (not $rollout.candidateModelDir) }}
+{{- fail "policy.rollout.enabled needs policy.rollout.candidateVersion and policy.rollout.candidateModelDir" }}
+{{- end }}
+{{- if eq $rollout.candidateVersion $v.model.version }}
+{{- fail (printf "policy.rollout.candidateVersion equals model.version (%s): the candidate needs its own version name" $v.model.version) }}
+{{- end }}
+{{- if not (hasPrefix (printf "%s/" $mount) $rollout.candidateModelDir) }}
+{{- fail (printf "policy.rollout.candidateModelDir (%s) must be under model.mountPath (%s): only that volume is mounted" $rollout.candidateModelDir $v.model.mountPath) }}
+{{- end }}
+{{- end }}
+{{- end }}
