@@ -47,7 +47,7 @@ def decide_instance(
         if tripped:
             reason = f"{version}: {why} on primary, traffic moved to backup"
             state = InstanceState("backup", 0, _streak(health.get("backup")), None, reason)
-            return state, [DecisionEvent("failover", reason, "warning")]
+            return state, [DecisionEvent("failover", reason, "warning", version)]
         return InstanceState("primary", unhealthy, floor, None, f"{version}: primary serving"), []
 
     healthy_since = None
@@ -61,7 +61,7 @@ def decide_instance(
             else f"{version}: {why} on backup while primary probes healthy, traffic moved back"
         )
         state = InstanceState("primary", 0, _streak(primary), None, reason)
-        return state, [DecisionEvent("failback", reason, "info" if recovered else "warning")]
+        return state, [DecisionEvent("failback", reason, "info" if recovered else "warning", version)]
     reason = f"{version}: backup serving; " + (
         f"primary healthy since {healthy_since:.0f}, waiting {spec.recovery_window_seconds:.0f}s"
         if healthy_since is not None

@@ -27,6 +27,8 @@ class DecisionEvent:
     kind: str
     reason: str
     severity: Severity = "info"
+    # The model version the event is about, when it is about one (failover, failback).
+    model_version: str | None = None
 
 
 @dataclass(frozen=True)

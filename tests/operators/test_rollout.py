@@ -105,7 +105,7 @@ def test_failed_stays_failed_until_a_new_candidate() -> None:
     same, _ = decide_rollout(failed, snap(999, traffic(500), traffic(500)), SPEC, 999.0)
     assert same.phase == "Failed"
     new_spec = RolloutSpec(stable_version="v1", candidate_version="v3")
-    fresh, events = decide_rollout(failed, snap(999, traffic(500), traffic(0)), new_spec, 999.0)
+    fresh, _ = decide_rollout(failed, snap(999, traffic(500), traffic(0)), new_spec, 999.0)
     assert (fresh.candidate, fresh.phase, dict(fresh.weights)) == ("v3", "Progressing", {"v1": 95.0, "v3": 5.0})
 
 

@@ -1,0 +1,105 @@
+"""``wanserve-operator``: run the control plane locally (next to a Serve app) or on Kubernetes.
+
+    wanserve-operator local --url http://127.0.0.1:8000 --interval 5 [--policy-file spec.yaml]
+    wanserve-operator kubernetes [--namespace wanserve]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+import yaml
+
+from operators.telemetry import DEFAULT_PORT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="wanserve-operator", description=__doc__.splitlines()[0])
+    modes = parser.add_subparsers(dest="mode", required=True)
+
+    local = modes.add_parser("local", help="drive a local Serve app through its admin endpoint")
+    local.add_argument("--url", default="http://127.0.0.1:8000", help="the ingress base URL")
+    local.add_argument("--interval", type=float, default=None,
+                       help="seconds between control steps (default: the spec's controlIntervalSeconds)")
+    local.add_argument("--policy-file", type=Path, default=None,
+                       help="a YAML file with a VideoServingPolicy spec (camelCase fields)")
+    local.add_argument("--admin-key", default=os.environ.get("WANSERVE_ADMIN_KEY", ""),
+                       help="the ingress admin key (default: $WANSERVE_ADMIN_KEY)")
+    local.add_argument("--metrics-port", type=int, default=DEFAULT_PORT, help="0 turns the /metrics server off")
+
+    kube = modes.add_parser("kubernetes", help="run the kopf operator for VideoServingPolicy resources")
+    kube.add_argument("--namespace", default=os.environ.get("WANSERVE_NAMESPACE") or os.environ.get("POD_NAMESPACE"),
+                      help="namespace to watch (default: $WANSERVE_NAMESPACE or $POD_NAMESPACE; none: all)")
+    kube.add_argument("--metrics-port", type=int, default=DEFAULT_PORT, help="0 turns the /metrics server off")
+    kube.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="kopf's liveness endpoint")
+    kube.add_argument("--verbose", action="store_true")
+    return parser
+
+
+def _load_spec_file(path: Path | None) -> object:
+    if path is None:
+        return {}
+    raw = yaml.safe_load(path.read_text())
+    # Accept either a bare spec or a whole VideoServingPolicy manifest.
+    return raw.get("spec", raw) if isinstance(raw, dict) and "spec" in raw else raw
+
+
+async def _run_local(args: argparse.Namespace) -> int:
+    from operators.actuators.local import LocalActuator
+    from operators.local_loop import LocalController
+    from operators.metrics.sources import source_for
+    from operators.spec import SpecError, parse_spec
+    from operators.telemetry import DecisionMetrics
+
+    try:
+        spec = parse_spec(_load_spec_file(args.policy_file))
+    except (SpecError, OSError, yaml.YAMLError) as error:
+        print(f"wanserve-operator: {error}", file=sys.stderr)
+        return 2
+    base = args.url.rstrip("/")
+    metrics = DecisionMetrics()
+    if args.metrics_port:
+        metrics.serve(args.metrics_port)
+    controller = LocalController(
+        spec, source_for(spec.metrics, f"{base}/metrics"), LocalActuator(base, args.admin_key), metrics
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await controller.run(args.interval or spec.control_interval_seconds, stop)
+    return 0
+
+
+def _run_kubernetes(args: argparse.Namespace) -> int:
+    import kopf
+
+    import operators.kube.handlers as handlers
+
+    handlers.METRICS_PORT = args.metrics_port
+    kopf.configure(verbose=args.verbose)
+    kopf.run(
+        standalone=True,
+        namespaces=[args.namespace] if args.namespace else (),
+        clusterwide=not args.namespace,
+        liveness_endpoint=args.liveness or None,
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.mode == "local":
+        return asyncio.run(_run_local(args))
+    return _run_kubernetes(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
