@@ -33,6 +33,8 @@ class DegradationTier(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(min_length=1, max_length=32)
+    # Position in the operator's tier list (0 = full quality); exported as wanserve_degradation_tier.
+    level: int = Field(default=0, ge=0)
     max_size: str | None = Field(default=None, description='Largest area served, as "WxH"')
     max_frames: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
@@ -55,8 +57,8 @@ class DegradationTier(BaseModel):
 FULL = DegradationTier(name="full")
 DEFAULT_TIERS: tuple[DegradationTier, ...] = (
     FULL,
-    DegradationTier(name="reduced", max_size="640x480", max_frames=33, max_steps=25),
-    DegradationTier(name="minimal", max_size="320x256", max_frames=9, max_steps=10),
+    DegradationTier(name="reduced", level=1, max_size="640x480", max_frames=33, max_steps=25),
+    DegradationTier(name="minimal", level=2, max_size="320x256", max_frames=9, max_steps=10),
 )
 
 
