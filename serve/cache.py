@@ -165,9 +165,7 @@ class ResultCache:
 
     async def put(self, key: str, mp4: bytes, thumbnail: bytes, ttl: int) -> None:
         try:
-            await self._link.call(
-                "cache.put", lambda r: self._put(r, self._prefix + key, mp4, thumbnail, ttl)
-            )
+            await self._link.call("cache.put", lambda r: self._put(r, self._prefix + key, mp4, thumbnail, ttl))
         except RedisUnavailable:
             return
 

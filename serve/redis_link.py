@@ -17,7 +17,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError, RedisError
 
 log = logging.getLogger(__name__)
 
@@ -55,14 +55,15 @@ class RedisLink:
         self._clock = clock
         self._open_until = 0.0
         self._down = False
-        # One immediate retry covers a pooled connection that Redis closed while restarting; more
-        # retries (redis-py defaults to 3 with exponential backoff) would stall requests when it is
-        # really down, which is exactly when we want to give up fast and fall back.
+        # One immediate retry on a connection error covers a pooled connection that Redis closed
+        # while restarting. No retry on timeouts, and not redis-py's default of 3 retries with
+        # backoff: a hung Redis would then stall each request for seconds, exactly when we want to
+        # give up fast and fall back.
         self.client: Redis = Redis.from_url(
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 1),
+            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
         )
 
     @property
@@ -82,7 +83,7 @@ class RedisLink:
             if not self._down:
                 self._down = True
                 log.warning(
-                    "Redis at %s unreachable (%s: %s); falling back until it returns",
+                    "Redis at %s unavailable (%s: %s); falling back until it returns",
                     self._safe_url(),
                     type(exc).__name__,
                     exc,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -60,13 +61,10 @@ class RedisServer:
         """Start (or restart, on the same port) and wait until it answers PING."""
         if self.running:
             return
-        log = (self.workdir / "redis.log").open("ab")
-        self._proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-            + ["--dir", str(self.workdir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        with (self.workdir / "redis.log").open("ab") as log:
+            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -90,6 +88,16 @@ class RedisServer:
             self._proc.kill()
             self._proc.wait()
         self._proc = None
+
+    @contextmanager
+    def hung(self) -> Iterator[None]:
+        """Redis accepts connections but never answers inside the block (SIGSTOP), then resumes."""
+        assert self._proc is not None, "start the server first"
+        self._proc.send_signal(signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            self._proc.send_signal(signal.SIGCONT)
 
     @contextmanager
     def down(self) -> Iterator[None]:

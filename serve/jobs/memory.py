@@ -74,9 +74,7 @@ class MemoryJobStore:
         entry.job = merged(entry.job, fields)
         return entry.job
 
-    async def list(
-        self, tenant: str, after: str | None = None, limit: int = 20, order: ListOrder = "desc"
-    ) -> JobPage:
+    async def list(self, tenant: str, after: str | None = None, limit: int = 20, order: ListOrder = "desc") -> JobPage:
         self._drop_expired()
         entries = sorted(
             (e for e in self._jobs.values() if e.job.tenant == tenant),

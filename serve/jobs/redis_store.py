@@ -128,9 +128,7 @@ class RedisJobStore:
             return None
         return job
 
-    async def list(
-        self, tenant: str, after: str | None = None, limit: int = 20, order: ListOrder = "desc"
-    ) -> JobPage:
+    async def list(self, tenant: str, after: str | None = None, limit: int = 20, order: ListOrder = "desc") -> JobPage:
         await self._flush_pending()
         try:
             return await self._link.call("jobs.list", lambda r: self._list(r, tenant, after, limit, order))
@@ -211,8 +209,10 @@ class RedisJobStore:
         assert job.expires_at is not None
         key, video_key, thumb_key = self._job_keys(job.id)
         tenant_key = self._tenant_key(job.tenant)
-        # Sub-second part of the write time orders jobs created within the same second.
-        score = job.created_at * 1_000_000 + time.time_ns() // 1000 % 1_000_000
+        # Microseconds since the job's created_at second order jobs created within one second; a
+        # write that lands a second or more later (or replays an outage) sorts last in its second.
+        offset_us = time.time_ns() // 1000 - job.created_at * 1_000_000
+        score = job.created_at * 1_000_000 + min(max(offset_us, 0), 999_999)
         async with r.pipeline(transaction=True) as pipe:
             pipe.delete(key)
             pipe.hset(key, mapping=self._encode(job))  # type: ignore[arg-type]
@@ -288,14 +288,10 @@ class RedisJobStore:
                 return
             log.info("pushed the jobs written during the Redis outage to Redis")
 
-    def _writer(
-        self, job: VideoJob, content: tuple[bytes, bytes] | None
-    ) -> Callable[[Redis], Awaitable[None]]:
+    def _writer(self, job: VideoJob, content: tuple[bytes, bytes] | None) -> Callable[[Redis], Awaitable[None]]:
         return lambda r: self._write(r, job, content)
 
-    def _content_writer(
-        self, job: VideoJob, mp4: bytes, thumbnail: bytes
-    ) -> Callable[[Redis], Awaitable[None]]:
+    def _content_writer(self, job: VideoJob, mp4: bytes, thumbnail: bytes) -> Callable[[Redis], Awaitable[None]]:
         async def write(r: Redis) -> None:
             _, video_key, thumb_key = self._job_keys(job.id)
             async with r.pipeline(transaction=True) as pipe:
