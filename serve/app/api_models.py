@@ -1,0 +1,116 @@
+"""The public HTTP shapes: OpenAI's video API (create, retrieve, list) plus wanserve's extensions."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from serve.params import MAX_FRAMES, GenerationParams, Scheduler
+from serve.policy import TEMPORAL_FACTOR, parse_size
+
+
+class VideoCreate(BaseModel):
+    """Body of ``POST /v1/videos`` (JSON or multipart form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(description="What the video shows.")
+    model: str | None = Field(default=None, description="Model version; default: routed by the rollout weights.")
+    size: str | None = Field(default=None, description='"WIDTHxHEIGHT", multiples of 32, e.g. "1280x704".')
+    seconds: float | None = Field(default=None, gt=0, le=60, description="Duration; sets num_frames from fps.")
+    negative_prompt: str | None = None
+    num_frames: int | None = Field(default=None, description="4k+1 frames; wins over seconds.")
+    fps: int | None = None
+    num_inference_steps: int | None = None
+    guidance_scale: float | None = None
+    seed: int | None = None
+    scheduler: Scheduler | None = None
+    priority: Literal["realtime", "batch"] = "realtime"
+    # Tenants may opt in to the shared cache pool (issue: multi-tenant access).
+    shared_cache: bool = False
+
+    @field_validator("seconds", mode="before")
+    @classmethod
+    def _seconds_may_be_a_string(cls, value: Any) -> Any:
+        # OpenAI's API sends seconds as a string ("4").
+        return float(value) if isinstance(value, str) and value.strip() else value
+
+    def to_params(self, seed: int | None = None) -> GenerationParams:
+        """The generation parameters; raises pydantic's ValidationError or ValueError naming the field."""
+        fields: dict[str, Any] = {"prompt": self.prompt}
+        if self.size is not None:
+            fields["width"], fields["height"] = parse_size(self.size)
+        fps = self.fps if self.fps is not None else 24
+        for name in ("negative_prompt", "num_frames", "fps", "num_inference_steps", "guidance_scale", "scheduler"):
+            value = getattr(self, name)
+            if value is not None:
+                fields[name] = value
+        if self.num_frames is None and self.seconds is not None:
+            fields["num_frames"] = frames_for_seconds(self.seconds, fps)
+        fields["seed"] = self.seed if self.seed is not None else seed
+        return GenerationParams(**fields)
+
+
+def frames_for_seconds(seconds: float, fps: int) -> int:
+    """Nearest 4k+1 frame count for a duration, capped at the model's maximum."""
+    wanted = max(1, round(seconds * fps))
+    snapped = round((wanted - 1) / TEMPORAL_FACTOR) * TEMPORAL_FACTOR + 1
+    if snapped > MAX_FRAMES:
+        raise ValueError(
+            f"seconds: {seconds}s at {fps} fps needs {snapped} frames; at most {MAX_FRAMES} frames "
+            f"({MAX_FRAMES / fps:.2f}s at {fps} fps) are allowed"
+        )
+    return snapped
+
+
+class VideoError(BaseModel):
+    code: str
+    message: str
+
+
+class ServedAs(BaseModel):
+    """What was actually generated when a degradation tier changed the request."""
+
+    tier: str
+    size: str
+    num_frames: int
+    num_inference_steps: int
+
+
+class VideoPublic(BaseModel):
+    """A video job, as OpenAI's video object plus what wanserve served."""
+
+    id: str
+    object: Literal["video"] = "video"
+    model: str
+    status: Literal["queued", "in_progress", "completed", "failed"]
+    progress: int
+    created_at: int
+    completed_at: int | None = None
+    expires_at: int | None = None
+    size: str
+    seconds: str
+    prompt: str
+    priority: str
+    num_frames: int
+    fps: int
+    num_inference_steps: int
+    seed: int
+    error: VideoError | None = None
+    served: ServedAs | None = None
+    cache_hit: bool = False
+
+
+class VideoList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[VideoPublic]
+    first_id: str | None = None
+    last_id: str | None = None
+    has_more: bool = False
+
+
+class VideoDeleted(BaseModel):
+    id: str
+    object: Literal["video.deleted"] = "video.deleted"
+    deleted: bool = True

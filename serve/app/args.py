@@ -1,0 +1,99 @@
+"""Typed arguments of the wanserve Serve application (``import_path: serve.app.builder:build_app``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serve.policy import ServingPolicy
+
+
+class ModelVersion(BaseModel):
+    """A named checkpoint. ``model_dir`` None means the built-in tiny checkpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    model_dir: str | None = None
+
+
+class StageArgs(BaseModel):
+    """Placement and scaling of one stage deployment. Locally nothing is pinned and no GPU asked."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    num_cpus: float = Field(default=0.0, ge=0)
+    num_gpus: float = Field(default=0.0, ge=0)
+    # Custom Ray resource that pins the stage to its KubeRay worker group (e.g. "wanserve_denoiser").
+    pin_resource: str | None = None
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(default=1, ge=1)
+    target_ongoing_requests: float = Field(default=2.0, gt=0)
+    max_ongoing_requests: int = Field(default=4, ge=1)
+    max_queued_requests: int = Field(default=64, ge=-1)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> StageArgs:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) exceeds max_replicas ({self.max_replicas})")
+        return self
+
+
+class LaneArgs(BaseModel):
+    """Priority lanes at the ingress."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Generations running at once across the app; the denoiser's real capacity.
+    capacity: int = Field(default=2, ge=1)
+    realtime_queue: int = Field(default=16, ge=1)
+    batch_queue: int = Field(default=64, ge=1)
+    batch_max_size: int = Field(default=4, ge=1)
+    batch_wait_s: float = Field(default=0.2, ge=0)
+
+
+class AppArgs(BaseModel):
+    """Everything the application needs; the same model for ``serve run``, ``serve deploy`` and KubeRay."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_version: str = Field(default="wan2.2-ti2v-5b", min_length=1, max_length=64)
+    model_dir: str | None = None
+    # A second version for A/B and canary rollouts; it gets traffic only through the policy's weights.
+    candidate: ModelVersion | None = None
+    # A second set of stage deployments per version, for failover.
+    backup_instance: bool = False
+    device: Literal["cpu", "cuda"] | None = None
+    compile_transformer: bool = False
+    redis_url: str | None = None
+    job_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    cache_ttl_seconds: int = Field(default=3600, ge=0)
+    blocklist_file: str | None = None
+    lanes: LaneArgs = Field(default_factory=LaneArgs)
+    text_encoder: StageArgs = Field(default_factory=StageArgs)
+    denoiser: StageArgs = Field(default_factory=StageArgs)
+    decoder: StageArgs = Field(default_factory=StageArgs)
+    ingress: StageArgs = Field(default_factory=lambda: StageArgs(max_ongoing_requests=256, max_queued_requests=-1))
+    # Admin key for the policy endpoint when tenancy is off (empty: the endpoint is open locally).
+    admin_key: str | None = None
+    policy: ServingPolicy | None = None
+
+    @property
+    def versions(self) -> list[ModelVersion]:
+        stable = ModelVersion(name=self.model_version, model_dir=self.model_dir)
+        return [stable] if self.candidate is None else [stable, self.candidate]
+
+    @property
+    def instances(self) -> list[str]:
+        return ["primary", "backup"] if self.backup_instance else ["primary"]
+
+    def initial_policy(self) -> ServingPolicy:
+        return self.policy or ServingPolicy(weights={self.model_version: 100.0})
+
+    @model_validator(mode="after")
+    def _candidate_differs(self) -> AppArgs:
+        if self.candidate is not None and self.candidate.name == self.model_version:
+            raise ValueError(f"candidate version must differ from the stable one ({self.model_version!r})")
+        return self

@@ -1,0 +1,313 @@
+"""VideoService: from an accepted request to a finished video, whatever fails on the way.
+
+Order of work for ``POST /v1/videos``: moderation -> version routing -> parameters (with a
+deterministic seed) -> degradation tier -> result cache -> lane admission -> single flight ->
+TextEncoder -> Denoiser -> Decoder -> job store and cache. Every accepted job ends ``completed`` or
+``failed`` with a reason; none is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from serve.app.api_models import VideoCreate
+from serve.app.errors import ApiError
+from serve.app.lanes import Lane, LaneFull, PriorityLanes
+from serve.app.messages import VideoArtifact
+from serve.app.routing import InstanceHealth, UnknownModel, apply_tier, choose_version, injected_fault
+from serve.app.stage_client import StageHandles
+from serve.app.telemetry import Telemetry
+from serve.cache import CacheBackend, cache_key, deterministic_seed, normalise_prompt
+from serve.jobs import JobError, JobStore, ServedParams, VideoJob
+from serve.moderation import Moderator
+from serve.params import GenerationParams, describe_errors
+from serve.policy import Instance, ServingPolicy
+
+log = logging.getLogger(__name__)
+
+
+class InjectedFault(RuntimeError):
+    """A drill asked this (version, instance) to fail."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One accepted request, resolved: what to generate, where, and under which cache key."""
+
+    params: GenerationParams
+    model_version: str
+    lane: Lane
+    key: str
+    served: ServedParams | None
+
+
+def _seconds(params: GenerationParams) -> str:
+    return f"{params.seconds:.2f}".rstrip("0").rstrip(".")
+
+
+def _error_code(error: BaseException) -> tuple[str, str]:
+    from ray.exceptions import RayActorError
+    from ray.serve.exceptions import BackPressureError
+
+    if isinstance(error, InjectedFault):
+        return "injected_fault", str(error)
+    if isinstance(error, LaneFull | BackPressureError):
+        return "overloaded", "the service was overloaded while this job waited; submit it again"
+    if isinstance(error, RayActorError):
+        return "stage_unavailable", "a model stage stopped while generating this video; submit it again"
+    return "generation_failed", f"generation failed: {type(error).__name__}: {error}"[:500]
+
+
+class VideoService:
+    """The ingress's job logic, with Ray, Redis and HTTP kept behind small adapters."""
+
+    def __init__(
+        self,
+        *,
+        versions: list[str],
+        instances: dict[Instance, StageHandles],
+        store: JobStore,
+        cache: CacheBackend,
+        lanes: PriorityLanes,
+        telemetry: Telemetry,
+        moderator: Moderator,
+        policy: ServingPolicy,
+        cache_ttl_seconds: int,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.versions = versions
+        self.instances = instances
+        self.store = store
+        self.cache = cache
+        self.lanes = lanes
+        self.telemetry = telemetry
+        self.moderator = moderator
+        self.cache_ttl_seconds = cache_ttl_seconds
+        self.health = InstanceHealth()
+        self._rng = rng or random.Random()
+        self._policy = policy
+        self._flights: dict[str, asyncio.Task[VideoArtifact]] = {}
+        self._watchers: dict[str, set[str]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.publish_gauges()
+
+    # -- policy ---------------------------------------------------------------------------------
+
+    @property
+    def policy(self) -> ServingPolicy:
+        return self._policy
+
+    def set_policy(self, policy: ServingPolicy) -> None:
+        for version in self.versions:
+            if policy.instance_for(version) != self._policy.instance_for(version):
+                self.telemetry.inc("wanserve_failovers_total", (version,))
+                log.warning("model %s now served by its %s instance: %s", version,
+                            policy.instance_for(version), policy.reason or "policy changed")
+        self._policy = policy
+        self.publish_gauges()
+
+    # -- requests -------------------------------------------------------------------------------
+
+    async def submit(self, body: VideoCreate, tenant: str = "default") -> VideoJob:
+        """Accept a request (or refuse it with an ApiError) and start generating in the background."""
+        started = time.monotonic()
+        verdict = self.moderator.check(body.prompt)
+        if not verdict.allowed:
+            self.telemetry.inc("wanserve_moderation_blocked_total")
+            self._count("rejected", body.priority, body.model or "-", tenant)
+            raise ApiError(400, "moderation_blocked",
+                           f"the prompt was refused by moderation: it contains the blocked term {verdict.matched!r}",
+                           "prompt")
+        plan = self._plan(body, tenant)
+        job = VideoJob(
+            model=plan.model_version, prompt=body.prompt, size=plan.params.size, seconds=_seconds(plan.params),
+            num_frames=plan.params.num_frames, fps=plan.params.fps,
+            num_inference_steps=plan.params.num_inference_steps, seed=plan.params.seed or 0,
+            priority=body.priority, tenant=tenant, cache_key=plan.key, served=plan.served,
+        )
+        cached = await self.cache.get(plan.key)
+        self.telemetry.inc("wanserve_cache_requests_total", ("hit" if cached else "miss",))
+        if cached is not None:
+            done = job.model_copy(update={"status": "completed", "progress": 100, "cache_hit": True,
+                                          "completed_at": int(time.time())})
+            await self.store.create(done)
+            await self.store.put_content(done.id, cached.mp4, cached.thumbnail)
+            self._finish_metrics("completed", plan, tenant, started)
+            return (await self.store.get(done.id)) or done
+        if plan.key not in self._flights and self.lanes.queue_depth(plan.lane) >= self.lanes.queue_limits[plan.lane]:
+            self._count("rejected", plan.lane, plan.model_version, tenant)
+            raise ApiError(429, "queue_full",
+                           f"the {plan.lane} lane is full ({self.lanes.queue_limits[plan.lane]} requests waiting); "
+                           f"retry in {self.lanes.retry_after_s}s",
+                           headers={"Retry-After": str(self.lanes.retry_after_s)})
+        job = await self.store.create(job)
+        self._watchers.setdefault(plan.key, set()).add(job.id)
+        task = asyncio.create_task(self._follow(job, plan, tenant, started))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return job
+
+    def _plan(self, body: VideoCreate, tenant: str) -> Plan:
+        try:
+            version = choose_version(self._policy, self.versions, body.model, self._rng)
+        except UnknownModel as error:
+            raise ApiError(400, "model_not_found", str(error), "model") from None
+        seed = deterministic_seed(body.prompt, negative_prompt=body.negative_prompt, model_version=version)
+        try:
+            params = body.to_params(seed)
+        except ValidationError as error:
+            raise ApiError(400, "invalid_request", describe_errors(error), _first_param(error)) from None
+        except ValueError as error:
+            message = str(error)
+            raise ApiError(400, "invalid_request", message, message.split(":", 1)[0]) from None
+        # Generate from the normalised prompt: the cache treats whitespace/NFKC variants as one.
+        params = params.model_copy(update={"prompt": normalise_prompt(params.prompt)})
+        served_params, served = apply_tier(params, self._policy.tier)
+        scope = "shared" if body.shared_cache else f"tenant:{tenant}"
+        key = cache_key(
+            model_version=version, prompt=served_params.prompt, negative_prompt=served_params.negative_prompt,
+            width=served_params.width, height=served_params.height, num_frames=served_params.num_frames,
+            fps=served_params.fps, num_inference_steps=served_params.num_inference_steps,
+            guidance_scale=served_params.guidance_scale, seed=served_params.seed or 0,
+            scheduler=served_params.scheduler, scope=scope,
+        )
+        served_model = None if served is None else ServedParams(**served.model_dump())
+        return Plan(served_params, version, body.priority, key, served_model)
+
+    async def _follow(self, job: VideoJob, plan: Plan, tenant: str, started: float) -> None:
+        """Wait for the (possibly shared) generation and record this job's outcome."""
+        flight = self._flights.get(plan.key)
+        if flight is None:
+            flight = asyncio.create_task(self._generate(plan))
+            self._flights[plan.key] = flight
+            flight.add_done_callback(lambda _: self._flights.pop(plan.key, None))
+        try:
+            artifact = await asyncio.shield(flight)
+        except Exception as error:
+            code, message = _error_code(error)
+            log.warning("job %s failed (%s): %s", job.id, code, message)
+            await self.store.update(job.id, status="failed", error=JobError(code=code, message=message).model_dump(),
+                                    completed_at=int(time.time()))
+            self._finish_metrics("failed", plan, tenant, started)
+        else:
+            await self.store.put_content(job.id, artifact.mp4, artifact.thumbnail_png)
+            await self.store.update(job.id, status="completed", progress=100, completed_at=int(time.time()))
+            self._finish_metrics("completed", plan, tenant, started)
+        finally:
+            watchers = self._watchers.get(plan.key)
+            if watchers is not None:
+                watchers.discard(job.id)
+                if not watchers:
+                    self._watchers.pop(plan.key, None)
+
+    async def _generate(self, plan: Plan) -> VideoArtifact:
+        """One generation for every job watching ``plan.key``; the result also goes to the cache."""
+        async with self._admitted(plan.lane):
+            await self._broadcast(plan.key, status="in_progress", progress=0)
+            artifact = await self._on_instance(plan)
+        await self.cache.put(plan.key, artifact.mp4, artifact.thumbnail_png, self.cache_ttl_seconds)
+        return artifact
+
+    async def _on_instance(self, plan: Plan) -> VideoArtifact:
+        from ray.exceptions import RayActorError
+
+        instance = self._policy.instance_for(plan.model_version)
+        if instance not in self.instances:
+            instance = "primary"
+        last_percent = -1
+
+        async def on_progress(done: int, total: int) -> None:
+            nonlocal last_percent
+            # Keep 100 for "completed": the video still has to be decoded.
+            percent = min(99, int(100 * done / max(total, 1)))
+            if percent != last_percent:
+                last_percent = percent
+                await self._broadcast(plan.key, status="in_progress", progress=percent)
+
+        for attempt in (1, 2):
+            try:
+                if injected_fault(self._policy, plan.model_version, instance, self._rng):
+                    raise InjectedFault(f"fault injected into {plan.model_version}/{instance} by a drill")
+                job_id = next(iter(self._watchers.get(plan.key, {"-"})))
+                artifact = await self.instances[instance].generate(
+                    plan.params, plan.model_version, job_id, plan.lane, on_progress
+                )
+            except RayActorError:
+                # A replica died under us; Serve routes the retry to a live one.
+                self._record(plan.model_version, instance, ok=False)
+                if attempt == 2:
+                    raise
+                log.warning("a stage replica died during %s; retrying once", plan.key[:12])
+            except Exception:
+                self._record(plan.model_version, instance, ok=False)
+                raise
+            else:
+                self._record(plan.model_version, instance, ok=True)
+                return artifact
+        raise AssertionError("unreachable")
+
+    def _admitted(self, lane: Lane) -> Any:
+        lanes = self.lanes
+
+        class _Admission:
+            async def __aenter__(inner) -> None:  # noqa: N805
+                inner._context = lanes.admit(lane)
+                self.publish_gauges()
+                try:
+                    await inner._context.__aenter__()
+                finally:
+                    self.publish_gauges()
+
+            async def __aexit__(inner, *exc: Any) -> None:  # noqa: N805
+                try:
+                    await inner._context.__aexit__(*exc)
+                finally:
+                    self.publish_gauges()
+
+        return _Admission()
+
+    async def _broadcast(self, key: str, **fields: Any) -> None:
+        for job_id in list(self._watchers.get(key, ())):
+            await self.store.update(job_id, **fields)
+
+    # -- metrics --------------------------------------------------------------------------------
+
+    def _record(self, version: str, instance: Instance, ok: bool) -> None:
+        count = self.health.record(version, instance, ok)
+        self.telemetry.set_gauge("wanserve_consecutive_failures", (version, instance), count)
+
+    def _count(self, status: str, lane: str, version: str, tenant: str) -> None:
+        self.telemetry.inc("wanserve_requests_total", (status, lane, version, self._policy.tier.name, tenant))
+
+    def _finish_metrics(self, status: str, plan: Plan, tenant: str, started: float) -> None:
+        self._count(status, plan.lane, plan.model_version, tenant)
+        if status == "completed":
+            self.telemetry.observe("wanserve_request_latency_seconds", (plan.lane, plan.model_version, tenant),
+                                   time.monotonic() - started)
+
+    def publish_gauges(self) -> None:
+        for lane in ("realtime", "batch"):
+            self.telemetry.set_gauge("wanserve_queue_depth", (lane,), self.lanes.queue_depth(lane))  # type: ignore[arg-type]
+        self.telemetry.set_gauge("wanserve_inflight_requests", (), self.lanes.running)
+        self.telemetry.set_gauge("wanserve_capacity_requests", (), self.lanes.capacity)
+        tier = self._policy.tier
+        self.telemetry.replace_gauge("wanserve_degradation_tier", {(tier.name,): float(tier.level)})
+        self.telemetry.replace_gauge("wanserve_active_instance", {
+            (version, instance): float(self._policy.instance_for(version) == instance)
+            for version in self.versions for instance in self.instances
+        })
+        self.telemetry.replace_gauge("wanserve_rollout_weight", {
+            (version,): self._policy.weights.get(version, 0.0) for version in self.versions
+        })
+
+
+def _first_param(error: ValidationError) -> str | None:
+    errors = error.errors()
+    return ".".join(str(part) for part in errors[0]["loc"]) if errors else None

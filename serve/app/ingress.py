@@ -1,0 +1,226 @@
+"""The HTTP ingress: OpenAI-style ``/v1/videos`` jobs, health, metrics and the admin policy endpoint.
+
+No ``from __future__ import annotations`` here: FastAPI reads these route signatures at runtime.
+"""
+
+
+import asyncio
+import hmac
+import json
+import logging
+from typing import Annotated, Any
+
+from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from ray import serve
+
+from serve.app.api_models import VideoCreate, VideoDeleted, VideoList, VideoPublic
+from serve.app.args import AppArgs
+from serve.app.errors import ApiError, install_error_handlers, validation_message
+from serve.app.generation import VideoService
+from serve.app.lanes import PriorityLanes
+from serve.app.stage_client import StageHandles
+from serve.app.telemetry import Telemetry
+from serve.jobs import VideoJob
+from serve.policy import ServingPolicy
+
+log = logging.getLogger(__name__)
+
+app = FastAPI(
+    title="wanserve",
+    description="Text-to-video with Wan2.2-TI2V-5B, in the shape of OpenAI's video API.",
+    version="0.1.0",
+)
+install_error_handlers(app)
+
+_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+_CREATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/VideoCreate"}},
+            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/VideoCreate"}},
+        },
+    }
+}
+
+
+def _public(job: VideoJob) -> VideoPublic:
+    return VideoPublic.model_validate(job.model_dump(exclude={"tenant", "cache_key"}))
+
+
+async def _create_body(request: Request) -> VideoCreate:
+    content_type = request.headers.get("content-type", "")
+    try:
+        if content_type.startswith(_FORM_TYPES):
+            form = await request.form()
+            fields: Any = {key: value for key, value in form.items() if isinstance(value, str) and value != ""}
+        else:
+            fields = json.loads(await request.body() or b"null")
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON; send a JSON object or a form") from None
+    if not isinstance(fields, dict):
+        raise ApiError(400, "invalid_request", "the body must be a JSON object with at least a prompt")
+    try:
+        return VideoCreate.model_validate(fields)
+    except ValidationError as error:
+        message, param = validation_message(list(error.errors()))
+        raise ApiError(400, "invalid_request", message, param) from None
+
+
+@serve.deployment(name="Ingress")
+@serve.ingress(app)
+class Ingress:
+    """Validates, routes and tracks requests; never touches a tensor."""
+
+    def __init__(self, args: dict[str, Any], instances: dict[str, dict[str, Any]]) -> None:
+        self.args = AppArgs.model_validate(args)
+        self.telemetry = Telemetry()
+        self.service = VideoService(
+            versions=[version.name for version in self.args.versions],
+            instances={name: StageHandles(**handles) for name, handles in instances.items()},  # type: ignore[misc]
+            store=self._job_store(),
+            cache=self._result_cache(),
+            lanes=PriorityLanes(
+                capacity=self.args.lanes.capacity,
+                queue_limits={"realtime": self.args.lanes.realtime_queue, "batch": self.args.lanes.batch_queue},
+                batch_max_size=self.args.lanes.batch_max_size,
+                enabled=self.args.lanes.enabled,
+            ),
+            telemetry=self.telemetry,
+            moderator=self._moderator(),
+            policy=self.args.initial_policy(),
+            cache_ttl_seconds=self.args.cache_ttl_seconds,
+        )
+
+    def _on_redis_error(self, op: str) -> None:
+        self.telemetry.inc("wanserve_redis_errors_total", (op,))
+
+    def _job_store(self) -> Any:
+        from serve.jobs import MemoryJobStore, RedisJobStore
+
+        if self.args.redis_url:
+            return RedisJobStore(self.args.redis_url, self.args.job_ttl_seconds, on_redis_error=self._on_redis_error)
+        return MemoryJobStore(self.args.job_ttl_seconds, max_content_bytes=512 * 2**20)
+
+    def _result_cache(self) -> Any:
+        from serve.cache import MemoryResultCache, ResultCache
+
+        if self.args.redis_url:
+            return ResultCache(self.args.redis_url, on_redis_error=self._on_redis_error)
+        return MemoryResultCache()
+
+    def _moderator(self) -> Any:
+        from serve.moderation import Moderator, load_block_list
+
+        if self.args.blocklist_file:
+            return Moderator(load_block_list(self.args.blocklist_file))
+        return Moderator.from_env()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Serve calls this with the deployment's user_config: the operator's policy lands here."""
+        if "policy" in user_config and user_config["policy"] is not None:
+            self.service.set_policy(ServingPolicy.model_validate(user_config["policy"]))
+
+    def check_health(self) -> None:
+        # Serve calls this every few seconds: a good moment to refresh this replica's gauges.
+        self.service.publish_gauges()
+
+    # -- videos ---------------------------------------------------------------------------------
+
+    @app.post("/v1/videos", response_model=VideoPublic, openapi_extra=_CREATE_BODY, tags=["videos"])
+    async def create_video(self, request: Request) -> VideoPublic:
+        """Start generating a video; poll it with GET /v1/videos/{id}."""
+        body = await _create_body(request)
+        return _public(await self.service.submit(body))
+
+    @app.get("/v1/videos", response_model=VideoList, tags=["videos"])
+    async def list_videos(
+        self,
+        after: str | None = None,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
+    ) -> VideoList:
+        jobs, has_more = await self.service.store.list("default", after=after, limit=limit, order=order)  # type: ignore[arg-type]
+        data = [_public(job) for job in jobs]
+        return VideoList(data=data, has_more=has_more, first_id=data[0].id if data else None,
+                         last_id=data[-1].id if data else None)
+
+    @app.get("/v1/videos/{video_id}", response_model=VideoPublic, tags=["videos"])
+    async def get_video(self, video_id: str) -> VideoPublic:
+        return _public(await self._job(video_id))
+
+    @app.delete("/v1/videos/{video_id}", response_model=VideoDeleted, tags=["videos"])
+    async def delete_video(self, video_id: str) -> VideoDeleted:
+        await self._job(video_id)
+        await self.service.store.delete(video_id)
+        return VideoDeleted(id=video_id)
+
+    @app.get("/v1/videos/{video_id}/content", tags=["videos"],
+             responses={200: {"content": {"video/mp4": {}, "image/png": {}}}})
+    async def download_video(
+        self, video_id: str, variant: Annotated[str, Query(pattern="^(video|thumbnail)$")] = "video"
+    ) -> Response:
+        job = await self._job(video_id)
+        if job.status != "completed":
+            raise ApiError(409, "content_not_ready",
+                           f"video {video_id} is {job.status} ({job.progress}%); download it once it is completed")
+        data = await self.service.store.get_content(video_id, variant)  # type: ignore[arg-type]
+        if data is None:
+            raise ApiError(404, "content_expired", f"the content of video {video_id} is no longer stored")
+        media_type = "video/mp4" if variant == "video" else "image/png"
+        filename = f"{video_id}.{'mp4' if variant == 'video' else 'png'}"
+        return Response(data, media_type=media_type,
+                        headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+    async def _job(self, video_id: str) -> VideoJob:
+        job = await self.service.store.get(video_id)
+        if job is None:
+            raise ApiError(404, "video_not_found", f"no video with id {video_id!r}", "video_id")
+        return job
+
+    # -- operations -----------------------------------------------------------------------------
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz(self) -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz(self) -> JSONResponse:
+        stages: dict[str, str] = {}
+        for name, handles in self.service.instances.items():
+            try:
+                await asyncio.wait_for(handles.ping(), timeout=5)
+                stages[name] = "ready"
+            except Exception as error:  # any failure means "not ready", with the reason shown
+                stages[name] = f"not ready: {type(error).__name__}"
+        ready = all(state == "ready" for state in stages.values())
+        return JSONResponse({"status": "ready" if ready else "not_ready", "instances": stages}, 200 if ready else 503)
+
+    @app.get("/metrics", tags=["operations"])
+    async def metrics(self) -> Response:
+        self.service.publish_gauges()
+        return Response(await self.telemetry.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/admin/policy", response_model=ServingPolicy, tags=["admin"])
+    async def get_policy(self, authorization: Annotated[str | None, Header()] = None) -> ServingPolicy:
+        self._require_admin(authorization)
+        return self.service.policy
+
+    @app.put("/admin/policy", response_model=ServingPolicy, tags=["admin"])
+    async def put_policy(
+        self, policy: ServingPolicy, authorization: Annotated[str | None, Header()] = None
+    ) -> ServingPolicy:
+        """Replace this replica's serving policy (local operator). On Kubernetes, use user_config."""
+        self._require_admin(authorization)
+        self.service.set_policy(policy)
+        return self.service.policy
+
+    def _require_admin(self, authorization: str | None) -> None:
+        expected = self.args.admin_key
+        if not expected:
+            return
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(401, "unauthorized", "this endpoint needs the admin key: Authorization: Bearer <key>")

@@ -1,0 +1,165 @@
+"""Ray Serve deployments wrapping the three pipeline stages, each placed and scaled on its own.
+
+Every replica loads each configured model version (stable, and the candidate during a rollout)
+for its own stage only. Heavy imports happen inside ``__init__`` so the ingress never loads torch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+from ray import serve
+
+from serve.app.messages import DecodeTask, DenoiseTask, EncodeTask, LatentsReady, Progress, VideoArtifact
+from serve.app.telemetry import Telemetry
+
+
+def _load_versions(versions: dict[str, str | None], load: Callable[[str], Any]) -> dict[str, Any]:
+    from serve.pipeline.checkpoint import resolve_model_dir
+
+    return {name: load(str(resolve_model_dir(model_dir))) for name, model_dir in versions.items()}
+
+
+def _pick(models: dict[str, Any], version: str) -> Any:
+    try:
+        return models[version]
+    except KeyError:
+        raise ValueError(f"model version {version!r} is not loaded here; loaded: {sorted(models)}") from None
+
+
+@serve.deployment(name="TextEncoder")
+class TextEncoderDeployment:
+    """tokenizer + UMT5 -> prompt embeddings."""
+
+    def __init__(self, versions: dict[str, str | None], device: str | None = None) -> None:
+        from serve.pipeline.text_encoder import TextEncoder
+
+        self.models = _load_versions(versions, lambda path: TextEncoder(path, device))
+        self.telemetry = Telemetry()
+
+    async def encode(self, task: EncodeTask) -> Any:
+        model = _pick(self.models, task.model_version)
+        negatives = None if task.negative_prompt is None else [task.negative_prompt]
+        started = time.perf_counter()
+        embeddings = await asyncio.to_thread(model.encode, [task.prompt], negatives)
+        self.telemetry.observe_stage("text_encoder", time.perf_counter() - started)
+        return embeddings
+
+    def check_health(self) -> None:
+        if not self.models:
+            raise RuntimeError("no model version loaded")
+
+    def ping(self) -> list[str]:
+        """Readiness probe from the ingress: the versions this replica serves."""
+        return sorted(self.models)
+
+
+@serve.deployment(name="Denoiser")
+class DenoiserDeployment:
+    """transformer + scheduler -> latents. Realtime calls run alone; batch-lane calls are merged."""
+
+    def __init__(self, versions: dict[str, str | None], device: str | None = None, compile: bool = False) -> None:
+        from serve.pipeline.denoiser import Denoiser
+
+        self.models = _load_versions(versions, lambda path: Denoiser(path, device, compile=compile))
+        self.telemetry = Telemetry()
+        # One generation at a time per replica: concurrent torch runs would only share the same device.
+        self._device_lock = asyncio.Lock()
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        self.denoise_batched.set_max_batch_size(int(config.get("batch_max_size", 4)))
+        self.denoise_batched.set_batch_wait_timeout_s(float(config.get("batch_wait_s", 0.2)))
+
+    async def denoise(self, task: DenoiseTask, embeddings: Any) -> AsyncGenerator[Progress | LatentsReady, None]:
+        async for events in self._run_group([task], [embeddings]):
+            yield events[0]
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.2)
+    async def denoise_batched(
+        self, tasks: list[DenoiseTask], embeddings: list[Any]
+    ) -> AsyncGenerator[list[Any], None]:
+        """Batch-lane calls of the same shape run as one transformer batch; other shapes wait their turn."""
+        groups: dict[Any, list[int]] = {}
+        for index, task in enumerate(tasks):
+            groups.setdefault((task.model_version, task.shape), []).append(index)
+        finished: set[int] = set()
+        for members in groups.values():
+            async for events in self._run_group([tasks[i] for i in members], [embeddings[i] for i in members]):
+                row: list[Any] = [StopIteration if i in finished else Progress(0, 1) for i in range(len(tasks))]
+                for member, event in zip(members, events, strict=True):
+                    row[member] = event
+                yield row
+            finished.update(members)
+
+    async def _run_group(
+        self, tasks: list[DenoiseTask], embeddings: list[Any]
+    ) -> AsyncGenerator[list[Progress | LatentsReady], None]:
+        import ray
+
+        from serve.pipeline.denoiser import DenoiseRequest
+
+        model = _pick(self.models, tasks[0].model_version)
+        requests = [DenoiseRequest(e, t.shape, t.seed) for t, e in zip(tasks, embeddings, strict=True)]
+        loop = asyncio.get_running_loop()
+        steps: asyncio.Queue[Progress] = asyncio.Queue()
+
+        def on_step(done: int, total: int) -> None:
+            loop.call_soon_threadsafe(steps.put_nowait, Progress(done, total))
+
+        async with self._device_lock:
+            started = time.perf_counter()
+            work = asyncio.ensure_future(asyncio.to_thread(model.denoise_batch, requests, on_step))
+            while not (work.done() and steps.empty()):
+                getter = asyncio.ensure_future(steps.get())
+                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    progress = getter.result()
+                    yield [progress] * len(tasks)
+                else:
+                    getter.cancel()
+            latents = await work
+            self.telemetry.observe_stage("denoiser", time.perf_counter() - started)
+        yield [LatentsReady(ray.put(sample)) for sample in latents]
+
+    def check_health(self) -> None:
+        if not self.models:
+            raise RuntimeError("no model version loaded")
+
+    def ping(self) -> list[str]:
+        """Readiness probe from the ingress: the versions this replica serves."""
+        return sorted(self.models)
+
+
+@serve.deployment(name="Decoder")
+class DecoderDeployment:
+    """VAE -> frames -> H.264 mp4."""
+
+    def __init__(self, versions: dict[str, str | None], device: str | None = None) -> None:
+        from serve.pipeline.decoder import Decoder
+
+        self.models = _load_versions(versions, lambda path: Decoder(path, device))
+        self.telemetry = Telemetry()
+
+    async def decode(self, task: DecodeTask, ready: LatentsReady) -> VideoArtifact:
+        latents = await ready.latents  # type: ignore[misc]
+        started = time.perf_counter()
+        artifact = await asyncio.to_thread(self._decode, task, latents)
+        self.telemetry.observe_stage("decoder", time.perf_counter() - started)
+        return artifact
+
+    def _decode(self, task: DecodeTask, latents: Any) -> VideoArtifact:
+        from serve.pipeline.video import encode_mp4, encode_png, to_uint8
+
+        frames = to_uint8(_pick(self.models, task.model_version).decode(latents))
+        return VideoArtifact(encode_mp4(frames, task.fps), encode_png(frames[0]), len(frames))
+
+    def check_health(self) -> None:
+        if not self.models:
+            raise RuntimeError("no model version loaded")
+
+    def ping(self) -> list[str]:
+        """Readiness probe from the ingress: the versions this replica serves."""
+        return sorted(self.models)
