@@ -190,6 +190,8 @@ Checks that span several values; rendering fails with a message that says what t
 {{- define "wanserve.validate" -}}
 {{- $v := .Values }}
 {{- $stages := include "wanserve.stageTable" . | fromYaml }}
+{{- /* A canary adds a copy of every stage deployment for the candidate, a backup instance doubles them. */}}
+{{- $copies := mul (ternary 2 1 (eq (toString $v.policy.rollout.enabled) "true")) (ternary 2 1 (eq (toString $v.policy.failover.backupInstance) "true")) }}
 {{- range $key := splitList " " (include "wanserve.stageOrder" .) }}
 {{- $stage := index $v.stages $key }}
 {{- $numGpus := float64 $stage.replica.numGpus }}
@@ -211,8 +213,9 @@ Checks that span several values; rendering fails with a message that says what t
 {{- fail (printf "stages.%s.workers.minReplicas (%v) is above maxReplicas (%v)" $key $stage.workers.minReplicas $stage.workers.maxReplicas) }}
 {{- end }}
 {{- $capacity := mul (int $stage.workers.maxReplicas) $perPod }}
-{{- if gt (int $stage.autoscaling.maxReplicas) $capacity }}
-{{- fail (printf "stages.%s.autoscaling.maxReplicas (%v) is more than the worker group can hold (%d pods x %d replicas per pod = %d): raise stages.%s.workers.maxReplicas or lower maxReplicas, or replicas stay pending" $key $stage.autoscaling.maxReplicas (int $stage.workers.maxReplicas) $perPod $capacity $key) }}
+{{- $needed := mul (int $stage.autoscaling.maxReplicas) $copies }}
+{{- if gt $needed $capacity }}
+{{- fail (printf "stages.%s needs room for %d replicas (autoscaling.maxReplicas %v x %d deployment copies for canary/backup) but the worker group holds %d (%d pods x %d replicas per pod): raise stages.%s.workers.maxReplicas or lower autoscaling.maxReplicas, or replicas stay pending" $key $needed $stage.autoscaling.maxReplicas $copies $capacity (int $stage.workers.maxReplicas) $perPod $key) }}
 {{- end }}
 {{- end }}
 {{- if gt (int $v.ingress.autoscaling.minReplicas) (int $v.ingress.autoscaling.maxReplicas) }}

@@ -56,7 +56,33 @@ The Ingress user_config carries the serving policy the operator patches later.
     "model_dir" $v.model.dir
     "model_version" $v.model.version
     "redis_url" (ternary $redisUrl nil (ne $redisUrl ""))
-    "device" $v.model.device }}
+    "device" $v.model.device
+    "backup_instance" $v.policy.failover.backupInstance }}
+{{- /* The same placement as args, for the deployments the builder adds itself (candidate, backup). */}}
+{{- $_ := set $args "ingress" (dict
+    "num_cpus" $v.ingress.numCpus
+    "pin_resource" (ternary "wanserve_ingress" nil $v.ingress.pinToHead)
+    "min_replicas" (int $v.ingress.autoscaling.minReplicas)
+    "max_replicas" (int $v.ingress.autoscaling.maxReplicas)
+    "target_ongoing_requests" $v.ingress.autoscaling.targetOngoingRequests
+    "max_ongoing_requests" (int $v.ingress.maxOngoingRequests)
+    "max_queued_requests" (int $v.ingress.maxQueuedRequests)) }}
+{{- range $key := splitList " " (include "wanserve.stageOrder" .) }}
+{{- $meta := index $stages $key }}
+{{- $stage := index $v.stages $key }}
+{{- $_ := set $args (snakecase $key) (dict
+    "num_cpus" $stage.replica.numCpus
+    "num_gpus" $stage.replica.numGpus
+    "pin_resource" $meta.pinResource
+    "min_replicas" (int $stage.autoscaling.minReplicas)
+    "max_replicas" (int $stage.autoscaling.maxReplicas)
+    "target_ongoing_requests" $stage.autoscaling.targetOngoingRequests
+    "max_ongoing_requests" (int $stage.maxOngoingRequests)
+    "max_queued_requests" (int $stage.maxQueuedRequests)) }}
+{{- end }}
+{{- if $v.policy.rollout.enabled }}
+{{- $_ := set $args "candidate" (dict "name" $v.policy.rollout.candidateVersion "model_dir" $v.policy.rollout.candidateModelDir) }}
+{{- end }}
 {{- toYaml (dict
     "proxy_location" "EveryNode"
     "http_options" (dict "host" "0.0.0.0" "port" 8000)

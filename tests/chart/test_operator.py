@@ -1,0 +1,95 @@
+"""The operator: least-privilege RBAC, a single replica, and the default policy it enforces."""
+
+from __future__ import annotations
+
+EXPECTED_ROLE_RULES = [
+    (("wanserve.io",), ("videoservingpolicies",), {"get", "list", "watch", "patch"}),
+    (("wanserve.io",), ("videoservingpolicies/status",), {"get", "patch"}),
+    (("ray.io",), ("rayservices",), {"get", "patch"}),
+    (("",), ("events",), {"create", "patch"}),
+]
+
+FORBIDDEN_VERBS = {"delete", "deletecollection", "update", "escalate", "bind", "impersonate"}
+
+
+def _rules(role):
+    return [(tuple(r["apiGroups"]), tuple(r["resources"]), set(r["verbs"])) for r in role["rules"]]
+
+
+def test_role_grants_exactly_what_the_operator_uses(render):
+    role = render("defaults").one("Role")
+    assert _rules(role) == EXPECTED_ROLE_RULES
+
+
+def test_no_wildcards_no_destructive_verbs_and_no_cluster_admin(rendered):
+    for kind in ("Role", "ClusterRole"):
+        for role in rendered.of_kind(kind):
+            for rule in role["rules"]:
+                name = role["metadata"]["name"]
+                for field in ("apiGroups", "resources", "verbs"):
+                    assert "*" not in rule[field], f"{name}: wildcard {field}"
+                assert not FORBIDDEN_VERBS & set(rule["verbs"]), name
+                assert "secrets" not in rule["resources"], name
+    for kind in ("RoleBinding", "ClusterRoleBinding"):
+        for binding in rendered.of_kind(kind):
+            assert binding["roleRef"]["name"] not in {"cluster-admin", "admin", "edit"}
+
+
+def test_cluster_scope_only_for_the_optional_crd_watch(render):
+    assert render("defaults").of_kind("ClusterRole") == []
+    assert render("defaults").of_kind("ClusterRoleBinding") == []
+    hardened = render("values-06-hardened.yaml")
+    (cluster_role,) = hardened.of_kind("ClusterRole")
+    assert _rules(cluster_role) == [
+        (("apiextensions.k8s.io",), ("customresourcedefinitions",), {"get", "list", "watch"}),
+    ]
+    (binding,) = hardened.of_kind("ClusterRoleBinding")
+    assert binding["roleRef"]["name"] == cluster_role["metadata"]["name"]
+
+
+def test_bindings_point_at_the_operator_service_account(rendered):
+    accounts = {sa["metadata"]["name"] for sa in rendered.of_kind("ServiceAccount")}
+    deployment = rendered.one("Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in accounts
+    for kind in ("RoleBinding", "ClusterRoleBinding"):
+        for binding in rendered.of_kind(kind):
+            assert [s["name"] for s in binding["subjects"]] == list(accounts)
+
+
+def test_operator_runs_one_standalone_replica_of_wanserve_operator(render, namespace):
+    deployment = render("defaults").one("Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    assert container["command"] == ["wanserve-operator"]
+    assert "--standalone" in container["args"]
+    assert "--namespace=$(POD_NAMESPACE)" in container["args"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"metrics": 8080, "health": 8081}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_default_policy_targets_this_releases_rayservice(render, namespace):
+    rendered = render("defaults")
+    spec = rendered.one("VideoServingPolicy")["spec"]
+    rayservice = rendered.rayservice["metadata"]["name"]
+    assert spec["rayServiceName"] == rayservice
+    assert spec["applicationName"] == "wanserve"
+    assert spec["metrics"] == {
+        "source": "scrape",
+        "scrapeUrl": f"http://{rayservice}-serve-svc.{namespace}.svc:8000/metrics",
+    }
+    assert [tier["name"] for tier in spec["tiers"]] == ["full", "reduced", "minimal"]
+    assert spec["failover"] == {"consecutiveFailures": 3, "recoveryWindowSeconds": 120}
+    assert "rollout" not in spec
+
+
+def test_prometheus_source_carries_its_url(render):
+    metrics = render("values-05-canary-rollout.yaml").one("VideoServingPolicy")["spec"]["metrics"]
+    assert metrics == {"source": "prometheus", "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090"}
+
+
+def test_operator_can_be_left_out(render):
+    rendered = render(set_values=("operator.enabled=false",))
+    kinds = {obj["kind"] for obj in rendered.objects}
+    assert not kinds & {"Deployment", "Role", "RoleBinding", "ServiceAccount", "VideoServingPolicy"}
