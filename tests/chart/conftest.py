@@ -226,7 +226,8 @@ def strict_structural(schema: dict[str, Any]) -> dict[str, Any]:
 def crd_validator(crd: dict[str, Any], version: str) -> jsonschema.protocols.Validator:
     (served,) = [v for v in crd["spec"]["versions"] if v["name"] == version]
     schema = strict_structural(served["schema"]["openAPIV3Schema"])
-    return jsonschema.Draft202012Validator(schema)
+    # OpenAPI v3.0 schema objects follow JSON Schema draft 4 (e.g. boolean exclusiveMinimum).
+    return jsonschema.Draft4Validator(schema)
 
 
 @pytest.fixture(scope="session")

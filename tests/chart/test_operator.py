@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from pydantic.alias_generators import to_camel
+
+import operators.cli as operator_cli
+from operators.spec import PolicySpec, parse_spec
+
 EXPECTED_ROLE_RULES = [
     (("wanserve.io",), ("videoservingpolicies",), {"get", "list", "watch", "patch"}),
     (("wanserve.io",), ("videoservingpolicies/status",), {"get", "patch"}),
@@ -56,17 +61,56 @@ def test_bindings_point_at_the_operator_service_account(rendered):
             assert [s["name"] for s in binding["subjects"]] == list(accounts)
 
 
-def test_operator_runs_one_standalone_replica_of_wanserve_operator(render, namespace):
+def test_operator_runs_one_replica_of_wanserve_operator_kubernetes(render):
     deployment = render("defaults").one("Deployment")
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["command"] == ["wanserve-operator"]
-    assert "--standalone" in container["args"]
-    assert "--namespace=$(POD_NAMESPACE)" in container["args"]
+    assert container["args"] == [
+        "kubernetes",
+        "--namespace=$(POD_NAMESPACE)",
+        "--metrics-port=8080",
+        "--liveness=http://0.0.0.0:8081/healthz",
+    ]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_operator_cli_accepts_the_rendered_arguments(render):
+    (container,) = render("values-06-hardened.yaml").one("Deployment")["spec"]["template"]["spec"]["containers"]
+    args = [arg.replace("$(POD_NAMESPACE)", "video") for arg in container["args"]]
+    parsed = operator_cli._parser().parse_args(args)
+    assert (parsed.mode, parsed.namespace, parsed.metrics_port) == ("kubernetes", "video", 8080)
+
+
+def test_rendered_policy_specs_parse_with_the_operators_model(rendered):
+    spec = parse_spec(rendered.one("VideoServingPolicy")["spec"])
+    assert spec.application_name == "wanserve"
+    assert spec.ray_service_name == rendered.rayservice["metadata"]["name"]
+    assert spec.tiers[0].name == "full"
+
+
+def test_crd_schema_names_exactly_the_operators_spec_fields(our_crd):
+    (version,) = our_crd["spec"]["versions"]
+    crd_spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+
+    def model_fields(model):
+        fields = {}
+        for name, field in model.model_fields.items():
+            annotation = field.annotation
+            nested = [a for a in getattr(annotation, "__args__", (annotation,)) if hasattr(a, "model_fields")]
+            fields[to_camel(name)] = model_fields(nested[0]) if nested else None
+        return fields
+
+    def schema_fields(node):
+        node = node.get("items", node)
+        if "properties" not in node:
+            return None
+        return {key: schema_fields(value) for key, value in node["properties"].items()}
+
+    assert schema_fields(crd_spec) == model_fields(PolicySpec)
 
 
 def test_default_policy_targets_this_releases_rayservice(render, namespace):
