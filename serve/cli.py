@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import sys
@@ -80,6 +81,40 @@ def _tiny_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from serve.app import local
+
+    try:
+        app_args = local.args_from_env(model_dir=args.model, redis_url=args.redis_url)
+    except ValidationError as error:
+        print(f"wanserve: invalid configuration:\n{describe_errors(error)}", file=sys.stderr)
+        return 2
+    if app_args.model_dir is None:
+        print("wanserve: no model directory given (--model or WANSERVE_MODEL_DIR): serving the tiny "
+              "built-in checkpoint (random weights: the videos are noise)", file=sys.stderr)
+    if app_args.redis_url is None:
+        print("wanserve: no Redis (WANSERVE_REDIS_URL): jobs and the cache live in this process", file=sys.stderr)
+    url = local.start(app_args, host=args.host, port=args.port)
+    print(f"\nwanserve is serving {app_args.model_version} at {url}  (API docs: {url}/docs)\n")
+    print("Try it:")
+    print(f"  curl -s {url}/v1/videos -H 'Content-Type: application/json' \\")
+    print("    -d '{\"prompt\": \"a golden retriever running through a sunny park\", \"size\": \"256x256\", "
+          "\"num_frames\": 17, \"num_inference_steps\": 4}'")
+    print(f"  curl -s {url}/v1/videos/VIDEO_ID")
+    print(f"  curl -s -o video.mp4 {url}/v1/videos/VIDEO_ID/content")
+    print("\nPress Ctrl-C to stop.", flush=True)
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    with contextlib.suppress(KeyboardInterrupt):
+        stopping.wait()
+    print("\nwanserve: stopping", file=sys.stderr)
+    local.stop()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="wanserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(handler=_tiny_checkpoint)
+
+    serve_cmd = commands.add_parser("serve", help="serve the HTTP API locally with Ray Serve")
+    serve_cmd.add_argument("--host", default="127.0.0.1")
+    serve_cmd.add_argument("--port", type=int, default=8000)
+    serve_cmd.add_argument("--model", help="diffusers-format model directory (default: $WANSERVE_MODEL_DIR, else tiny)")
+    serve_cmd.add_argument("--redis-url", help="keep jobs and the cache in Redis (default: $WANSERVE_REDIS_URL)")
+    serve_cmd.set_defaults(handler=_serve)
     return parser
 
 

@@ -9,7 +9,7 @@ replicas with 3 and 4 jobs in flight show 7.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
@@ -65,7 +65,7 @@ SPECS = {spec.name: spec for spec in METRICS}
 class _SummedGauges(Collector):
     """Gauges reported per source (replica) and exposed as their sum."""
 
-    def __init__(self, specs: Iterable[MetricSpec], clock=time.monotonic) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, specs: Iterable[MetricSpec], clock: Callable[[], float] = time.monotonic) -> None:
         self._specs = [spec for spec in specs if spec.kind == "gauge"]
         self._clock = clock
         # name -> labels -> source -> (value, reported at)

@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -127,3 +128,65 @@ def redis_url(redis_server: RedisServer) -> str:
     with redis_server.client() as client:
         client.flushall()
     return redis_server.url
+
+
+# -- the local Serve application, shared by every integration test of the session -------------
+
+CANDIDATE_VERSION = "wan-candidate"
+
+
+@dataclass(frozen=True)
+class LocalApp:
+    """The running app: its base URL and how it was configured."""
+
+    url: str
+    stable_version: str
+    candidate_version: str
+
+
+@pytest.fixture(scope="session")
+def tiny_candidate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second tiny checkpoint with other weights: a model version a rollout can move to."""
+    from serve.pipeline.tiny_checkpoint import build_tiny_checkpoint
+
+    return build_tiny_checkpoint(tmp_path_factory.mktemp("candidate"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def local_app(redis_server: RedisServer, tiny_candidate_dir: Path) -> Iterator[LocalApp]:
+    """Real Ray Serve on this machine with real Redis: stable + candidate versions, primary + backup.
+
+    Serve takes seconds to start on 2 cores, so the session shares one app; tests that change the
+    policy restore it.
+    """
+    from serve.app import local
+    from serve.app.args import AppArgs, LaneArgs, ModelVersion
+
+    args = AppArgs(
+        redis_url=redis_server.url,
+        candidate=ModelVersion(name=CANDIDATE_VERSION, model_dir=str(tiny_candidate_dir)),
+        backup_instance=True,
+        cache_ttl_seconds=600,
+        lanes=LaneArgs(capacity=1, realtime_queue=8, batch_queue=12, batch_max_size=4, batch_wait_s=0.1),
+    )
+    url = local.start(args, port=_free_port(), num_cpus=2)
+    _wait_ready(url)
+    yield LocalApp(url=url, stable_version=args.model_version, candidate_version=CANDIDATE_VERSION)
+    local.stop()
+
+
+def _wait_ready(url: str, timeout_s: float = 180.0) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=10)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as error:
+            last = repr(error)
+        time.sleep(0.5)
+    raise RuntimeError(f"the local app at {url} did not become ready in {timeout_s}s: {last}")

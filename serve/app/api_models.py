@@ -30,6 +30,13 @@ class VideoCreate(BaseModel):
     # Tenants may opt in to the shared cache pool (issue: multi-tenant access).
     shared_cache: bool = False
 
+    @field_validator("size")
+    @classmethod
+    def _size_is_wxh(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_size(value)
+        return value
+
     @field_validator("seconds", mode="before")
     @classmethod
     def _seconds_may_be_a_string(cls, value: Any) -> Any:

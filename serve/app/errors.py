@@ -53,7 +53,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, error: RequestValidationError) -> JSONResponse:
-        message, param = validation_message(list(error.errors()))
+        message, param = validation_message([dict(item) for item in error.errors()])
         return JSONResponse(error_body("invalid_request", message, param), 400)
 
     @app.exception_handler(StarletteHTTPException)

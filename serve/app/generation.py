@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from serve.app.api_models import VideoCreate
 from serve.app.errors import ApiError
-from serve.app.lanes import Lane, LaneFull, PriorityLanes
+from serve.app.lanes import LANES, Lane, LaneFull, PriorityLanes
 from serve.app.messages import VideoArtifact
 from serve.app.routing import InstanceHealth, UnknownModel, apply_tier, choose_version, injected_fault
 from serve.app.stage_client import StageHandles
@@ -96,6 +96,7 @@ class VideoService:
         self._flights: dict[str, asyncio.Task[VideoArtifact]] = {}
         self._watchers: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        lanes.on_change = self.publish_gauges
         self.publish_gauges()
 
     # -- policy ---------------------------------------------------------------------------------
@@ -163,7 +164,10 @@ class VideoService:
         try:
             params = body.to_params(seed)
         except ValidationError as error:
-            raise ApiError(400, "invalid_request", describe_errors(error), _first_param(error)) from None
+            param = _first_param(error)
+            if param in ("width", "height") and body.size is not None:
+                param = "size"  # the client sent "size", not width/height
+            raise ApiError(400, "invalid_request", describe_errors(error), param) from None
         except ValueError as error:
             message = str(error)
             raise ApiError(400, "invalid_request", message, message.split(":", 1)[0]) from None
@@ -209,7 +213,7 @@ class VideoService:
 
     async def _generate(self, plan: Plan) -> VideoArtifact:
         """One generation for every job watching ``plan.key``; the result also goes to the cache."""
-        async with self._admitted(plan.lane):
+        async with self.lanes.admit(plan.lane):
             await self._broadcast(plan.key, status="in_progress", progress=0)
             artifact = await self._on_instance(plan)
         await self.cache.put(plan.key, artifact.mp4, artifact.thumbnail_png, self.cache_ttl_seconds)
@@ -253,26 +257,6 @@ class VideoService:
                 return artifact
         raise AssertionError("unreachable")
 
-    def _admitted(self, lane: Lane) -> Any:
-        lanes = self.lanes
-
-        class _Admission:
-            async def __aenter__(inner) -> None:  # noqa: N805
-                inner._context = lanes.admit(lane)
-                self.publish_gauges()
-                try:
-                    await inner._context.__aenter__()
-                finally:
-                    self.publish_gauges()
-
-            async def __aexit__(inner, *exc: Any) -> None:  # noqa: N805
-                try:
-                    await inner._context.__aexit__(*exc)
-                finally:
-                    self.publish_gauges()
-
-        return _Admission()
-
     async def _broadcast(self, key: str, **fields: Any) -> None:
         for job_id in list(self._watchers.get(key, ())):
             await self.store.update(job_id, **fields)
@@ -293,8 +277,8 @@ class VideoService:
                                    time.monotonic() - started)
 
     def publish_gauges(self) -> None:
-        for lane in ("realtime", "batch"):
-            self.telemetry.set_gauge("wanserve_queue_depth", (lane,), self.lanes.queue_depth(lane))  # type: ignore[arg-type]
+        for lane in LANES:
+            self.telemetry.set_gauge("wanserve_queue_depth", (lane,), self.lanes.queue_depth(lane))
         self.telemetry.set_gauge("wanserve_inflight_requests", (), self.lanes.running)
         self.telemetry.set_gauge("wanserve_capacity_requests", (), self.lanes.capacity)
         tier = self._policy.tier

@@ -65,7 +65,7 @@ async def _create_body(request: Request) -> VideoCreate:
     try:
         return VideoCreate.model_validate(fields)
     except ValidationError as error:
-        message, param = validation_message(list(error.errors()))
+        message, param = validation_message([dict(item) for item in error.errors()])
         raise ApiError(400, "invalid_request", message, param) from None
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Literal
@@ -38,7 +38,9 @@ class _BatchGroup:
 @dataclass
 class _Waiter:
     lane: Lane
-    future: asyncio.Future[_BatchGroup | None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    future: asyncio.Future[_BatchGroup | None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
 
 
 class PriorityLanes:
@@ -61,6 +63,8 @@ class PriorityLanes:
         self._busy = 0
         self._batch_busy = 0
         self._queues: dict[Lane, deque[_Waiter]] = {lane: deque() for lane in LANES}
+        # Called whenever queue depths or running counts change (to publish gauges).
+        self.on_change: Callable[[], None] = lambda: None
 
     @property
     def batch_slot_limit(self) -> int:
@@ -89,6 +93,7 @@ class PriorityLanes:
                 self._release(waiter.future.result())
             else:
                 self._queues[queue_lane].remove(waiter)
+                self.on_change()
             raise
         try:
             yield
@@ -106,6 +111,12 @@ class PriorityLanes:
         self._dispatch()
 
     def _dispatch(self) -> None:
+        try:
+            self._fill_slots()
+        finally:
+            self.on_change()
+
+    def _fill_slots(self) -> None:
         while self._busy < self.capacity:
             realtime = self._pop("realtime", 1)
             if realtime:
@@ -125,7 +136,7 @@ class PriorityLanes:
                 waiter.future.set_result(group)
 
     def _pop(self, lane: Lane, count: int) -> list[_Waiter]:
-        queue, taken = self._queues[lane], []
+        queue, taken = self._queues[lane], list[_Waiter]()
         while queue and len(taken) < count:
             waiter = queue.popleft()
             if not waiter.future.done():
