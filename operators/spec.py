@@ -39,9 +39,11 @@ class TierSpec(SpecModel):
             parse_size(value)
         return value
 
-    def to_degradation_tier(self) -> DegradationTier:
+    def to_degradation_tier(self, level: int) -> DegradationTier:
+        """The data plane's tier; ``level`` is this tier's position in the list (0 = undegraded)."""
         return DegradationTier(
-            name=self.name, max_size=self.max_size, max_frames=self.max_frames, max_steps=self.max_steps
+            name=self.name, level=level, max_size=self.max_size, max_frames=self.max_frames,
+            max_steps=self.max_steps,
         )
 
 

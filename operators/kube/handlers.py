@@ -17,7 +17,7 @@ from operators.actuators.serve_config import Candidate
 from operators.kube import GROUP, PLURAL, VERSION
 from operators.kube.connection import load_connection
 from operators.kube.rayservice import RayServiceActuator
-from operators.kube.status import decision_status, event_reason, initial_status
+from operators.kube.status import condition, decision_status, event_reason, initial_status, previous_condition
 from operators.metrics.sources import source_for
 from operators.policy import decide, load_state
 from operators.spec import PolicySpec, SpecError, parse_spec
@@ -31,9 +31,10 @@ RAY_SERVE_PORT = 8000
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    settings.posting.level = 20  # INFO: decisions become Kubernetes Events
-    settings.persistence.finalizer = f"{GROUP}/operator"
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Serve the namespaces given on the command line as they are, without listing or watching all
+    # namespaces and CRDs: the RBAC then needs no cluster-wide read access.
+    settings.scanning.disabled = True
     memo["metrics"] = DecisionMetrics()
     if METRICS_PORT:
         memo["metrics"].serve(METRICS_PORT)
@@ -45,21 +46,24 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     return load_connection().to_kopf()
 
 
-def parse_or_fail(spec: kopf.Spec | dict[str, Any]) -> PolicySpec:
-    try:
-        return parse_spec(dict(spec))
-    except SpecError as error:
-        raise kopf.PermanentError(str(error)) from None
-
-
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-async def accept_spec(spec: kopf.Spec, status: kopf.Status, patch: kopf.Patch, **_: Any) -> None:
+async def accept_spec(
+    spec: kopf.Spec, status: kopf.Status, body: kopf.Body, patch: kopf.Patch, **_: Any
+) -> None:
     """A valid spec gets a filled status at once; a bad one is refused with the field named."""
-    policy_spec = parse_or_fail(spec)
+    now = time.time()
+    try:
+        policy_spec = parse_spec(dict(spec))
+    except SpecError as error:
+        kopf.warn(body, reason="InvalidSpec", message=str(error))
+        patch.status["conditions"] = [
+            condition("SpecValid", False, "Invalid", str(error), now, previous_condition(status, "SpecValid"))
+        ]
+        raise kopf.PermanentError(str(error)) from None
     if not status.get("tier"):
-        patch.status.update(initial_status(policy_spec, time.time()))
+        patch.status.update(initial_status(policy_spec, now))
 
 
 def _scrape_url(spec: PolicySpec, namespace: str) -> str | None:
@@ -75,6 +79,8 @@ async def control(
     patch: kopf.Patch, logger: kopf.Logger, **_: Any,
 ) -> None:
     """One control step when the spec's interval has passed: metrics -> engine -> RayService."""
+    if not status.get("tier"):
+        return  # accept_spec fills the status first; acting before it would race its patch
     try:
         policy_spec = parse_spec(dict(spec))
     except SpecError:

@@ -33,11 +33,11 @@ def decide(state: EngineState | None, snapshot: MetricsSnapshot, spec: PolicySpe
     failover, failover_events = decide_failover(previous.failover, instances, spec.failover, now)
     rollout, rollout_events = decide_rollout(previous.rollout, snapshot, spec.rollout, now)
 
-    tier_spec = next(t for t in spec.tiers if t.name == tier.name)
+    level = next(index for index, t in enumerate(spec.tiers) if t.name == tier.name)
     backups = [version for version, s in sorted(failover.items()) if s.active == "backup"]
     summary = [tier.reason, rollout.reason] + [failover[v].reason for v in backups]
     policy = ServingPolicy(
-        tier=tier_spec.to_degradation_tier(),
+        tier=spec.tiers[level].to_degradation_tier(level),
         weights=dict(rollout.weights),
         active_instance={version: s.active for version, s in sorted(failover.items())},
         reason="; ".join(part for part in summary if part),

@@ -10,7 +10,7 @@ from serve.policy import DEFAULT_TIERS
 
 def test_defaults_match_the_data_plane_tiers() -> None:
     spec = parse_spec({})
-    assert tuple(t.to_degradation_tier() for t in spec.tiers) == DEFAULT_TIERS
+    assert tuple(t.to_degradation_tier(level) for level, t in enumerate(spec.tiers)) == DEFAULT_TIERS
     assert [(t.enter_load, t.exit_load) for t in spec.tiers] == [(None, None), (0.8, 0.6), (1.2, 0.9)]
     assert (spec.failover.consecutive_failures, spec.rollout.steps) == (3, (5, 25, 50, 100))
 
