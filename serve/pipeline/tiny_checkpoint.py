@@ -59,8 +59,15 @@ def _train_tokenizer(directory: Path, vocab_size: int) -> None:
     tokenizer.save_pretrained(directory / "tokenizer")
 
 
-def build_tiny_checkpoint(directory: str | Path, seed: int = 0) -> Path:
-    """Write the tiny checkpoint to ``directory`` and return its path."""
+def build_tiny_checkpoint(
+    directory: str | Path, seed: int = 0, *, transformer_heads: int = 2, transformer_layers: int = 2,
+    transformer_ffn_dim: int = 48,
+) -> Path:
+    """Write the tiny checkpoint to ``directory`` and return its path.
+
+    The ``transformer_*`` knobs widen the denoiser only (the benchmarks use a heavier one so the
+    denoiser's share of a video is closer to the real model's); the defaults write the tests' checkpoint.
+    """
     import torch
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
@@ -97,14 +104,14 @@ def build_tiny_checkpoint(directory: str | Path, seed: int = 0) -> Path:
     torch.manual_seed(seed + 1)
     transformer = WanTransformer3DModel(
         patch_size=(1, 2, 2),
-        num_attention_heads=2,
+        num_attention_heads=transformer_heads,
         attention_head_dim=12,
         in_channels=48,
         out_channels=48,
         text_dim=32,
         freq_dim=32,
-        ffn_dim=48,
-        num_layers=2,
+        ffn_dim=transformer_ffn_dim,
+        num_layers=transformer_layers,
         cross_attn_norm=True,
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
