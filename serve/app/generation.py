@@ -41,6 +41,7 @@ class InjectedFault(RuntimeError):
 class Plan:
     """One accepted request, resolved: what to generate, where, and under which cache key."""
 
+    requested: GenerationParams
     params: GenerationParams
     model_version: str
     lane: Lane
@@ -53,9 +54,12 @@ def _seconds(params: GenerationParams) -> str:
 
 
 def _error_code(error: BaseException) -> tuple[str, str]:
-    from ray.exceptions import RayActorError
+    from ray.exceptions import RayActorError, RayTaskError
     from ray.serve.exceptions import BackPressureError
 
+    if isinstance(error, RayTaskError):
+        # Show the stage's own exception, not Ray's wrapper and its remote traceback.
+        error = error.cause if isinstance(error.cause, BaseException) else RuntimeError(str(error).splitlines()[0])
     if isinstance(error, InjectedFault):
         return "injected_fault", str(error)
     if isinstance(error, LaneFull | BackPressureError):
@@ -127,10 +131,11 @@ class VideoService:
                            f"the prompt was refused by moderation: it contains the blocked term {verdict.matched!r}",
                            "prompt")
         plan = self._plan(body, tenant)
+        asked = plan.requested
         job = VideoJob(
-            model=plan.model_version, prompt=body.prompt, size=plan.params.size, seconds=_seconds(plan.params),
-            num_frames=plan.params.num_frames, fps=plan.params.fps,
-            num_inference_steps=plan.params.num_inference_steps, seed=plan.params.seed or 0,
+            model=plan.model_version, prompt=body.prompt, size=asked.size, seconds=_seconds(asked),
+            num_frames=asked.num_frames, fps=asked.fps, num_inference_steps=asked.num_inference_steps,
+            seed=asked.seed or 0,
             priority=body.priority, tenant=tenant, cache_key=plan.key, served=plan.served,
         )
         cached = await self.cache.get(plan.key)
@@ -183,7 +188,7 @@ class VideoService:
             scheduler=served_params.scheduler, scope=scope,
         )
         served_model = None if served is None else ServedParams(**served.model_dump())
-        return Plan(served_params, version, body.priority, key, served_model)
+        return Plan(params, served_params, version, body.priority, key, served_model)
 
     async def _follow(self, job: VideoJob, plan: Plan, tenant: str, started: float) -> None:
         """Wait for the (possibly shared) generation and record this job's outcome."""
@@ -260,6 +265,20 @@ class VideoService:
     async def _broadcast(self, key: str, **fields: Any) -> None:
         for job_id in list(self._watchers.get(key, ())):
             await self.store.update(job_id, **fields)
+
+    async def probe_instances(self, timeout_s: float = 3.0) -> dict[str, bool]:
+        """Ping every instance's stages; the operator takes a primary back only after it probes healthy."""
+        results: dict[str, bool] = {}
+        for name, handles in self.instances.items():
+            try:
+                await asyncio.wait_for(handles.ping(), timeout=timeout_s)
+                results[name] = True
+            except Exception:  # any failure counts as unhealthy
+                results[name] = False
+        self.telemetry.replace_gauge("wanserve_instance_healthy", {
+            (version, name): float(ok) for version in self.versions for name, ok in results.items()
+        })
+        return results
 
     # -- metrics --------------------------------------------------------------------------------
 

@@ -4,7 +4,6 @@ No ``from __future__ import annotations`` here: FastAPI reads these route signat
 """
 
 
-import asyncio
 import hmac
 import json
 import logging
@@ -123,8 +122,9 @@ class Ingress:
         if "policy" in user_config and user_config["policy"] is not None:
             self.service.set_policy(ServingPolicy.model_validate(user_config["policy"]))
 
-    def check_health(self) -> None:
-        # Serve calls this every few seconds: a good moment to refresh this replica's gauges.
+    async def check_health(self) -> None:
+        # Serve calls this every few seconds: probe the stage instances and refresh this replica's gauges.
+        await self.service.probe_instances()
         self.service.publish_gauges()
 
     # -- videos ---------------------------------------------------------------------------------
@@ -188,14 +188,9 @@ class Ingress:
 
     @app.get("/readyz", tags=["operations"])
     async def readyz(self) -> JSONResponse:
-        stages: dict[str, str] = {}
-        for name, handles in self.service.instances.items():
-            try:
-                await asyncio.wait_for(handles.ping(), timeout=5)
-                stages[name] = "ready"
-            except Exception as error:  # any failure means "not ready", with the reason shown
-                stages[name] = f"not ready: {type(error).__name__}"
-        ready = all(state == "ready" for state in stages.values())
+        probes = await self.service.probe_instances(timeout_s=5.0)
+        stages = {name: "ready" if ok else "not ready" for name, ok in probes.items()}
+        ready = all(probes.values())
         return JSONResponse({"status": "ready" if ready else "not_ready", "instances": stages}, 200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])

@@ -70,15 +70,22 @@ class DenoiserDeployment:
         self._device_lock = asyncio.Lock()
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        self.denoise_batched.set_max_batch_size(int(config.get("batch_max_size", 4)))
-        self.denoise_batched.set_batch_wait_timeout_s(float(config.get("batch_wait_s", 0.2)))
+        self._denoise_batch.set_max_batch_size(int(config.get("batch_max_size", 4)))
+        self._denoise_batch.set_batch_wait_timeout_s(float(config.get("batch_wait_s", 0.2)))
 
     async def denoise(self, task: DenoiseTask, embeddings: Any) -> AsyncGenerator[Progress | LatentsReady, None]:
         async for events in self._run_group([task], [embeddings]):
             yield events[0]
 
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.2)
     async def denoise_batched(
+        self, task: DenoiseTask, embeddings: Any
+    ) -> AsyncGenerator[Progress | LatentsReady, None]:
+        """Batch-lane entry point; Serve only streams from plain async generator methods."""
+        async for event in self._denoise_batch(task, embeddings):
+            yield event
+
+    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.2)
+    async def _denoise_batch(
         self, tasks: list[DenoiseTask], embeddings: list[Any]
     ) -> AsyncGenerator[list[Any], None]:
         """Batch-lane calls of the same shape run as one transformer batch; other shapes wait their turn."""

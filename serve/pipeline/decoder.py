@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,11 +31,13 @@ class Decoder:
         self._mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1)
         self._inv_std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1)
         self._processor = VideoProcessor(vae_scale_factor=config.scale_factor_spatial)
+        # The Wan VAE keeps its causal-conv cache on the module: one decode at a time per instance.
+        self._lock = threading.Lock()
 
     def decode(self, latents: torch.Tensor) -> np.ndarray:
         """Latents [1, C, F, h, w] -> float frames [F, H, W, 3] in [0, 1]."""
         torch = self._torch
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             latents = latents.to(self.device, self.dtype)
             mean = self._mean.to(latents.device, latents.dtype)
             inv_std = self._inv_std.to(latents.device, latents.dtype)

@@ -6,6 +6,7 @@ and 4x temporal compression, and a pipeline built without it silently assumes 8x
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -65,6 +66,8 @@ class Denoiser:
         self._scheduler_config = _load_scheduler_config(root / "scheduler")
         model_index = _read_json(root / "model_index.json")
         self.expand_timesteps: bool = bool(model_index.get("expand_timesteps", False))
+        # cache_context and step-caching hooks keep state on the transformer: one run at a time.
+        self._lock = threading.Lock()
 
     def make_scheduler(self, name: Scheduler) -> Any:
         """A fresh scheduler per call: multistep schedulers keep per-run state."""
@@ -95,7 +98,7 @@ class Denoiser:
         shape = requests[0].shape
         if any(request.shape != shape for request in requests):
             raise ValueError("a denoising batch must share one LatentShape")
-        with torch.inference_mode():
+        with self._lock, torch.inference_mode():
             latents = self._run(requests, shape, on_step)
         release_cached_memory(self.device)
         return [sample.unsqueeze(0).cpu() for sample in latents]
