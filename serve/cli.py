@@ -98,6 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
     if app_args.redis_url is None:
         print("wanserve: no Redis (WANSERVE_REDIS_URL): jobs and the cache live in this process", file=sys.stderr)
     url = local.start(app_args, host=args.host, port=args.port)
+    operator = _start_operator(url, args) if args.operator else None
     print(f"\nwanserve is serving {app_args.model_version} at {url}  (API docs: {url}/docs)\n")
     print("Try it:")
     print(f"  curl -s {url}/v1/videos -H 'Content-Type: application/json' \\")
@@ -111,8 +112,24 @@ def _serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):
         stopping.wait()
     print("\nwanserve: stopping", file=sys.stderr)
+    if operator is not None:
+        operator.terminate()
+        operator.wait(timeout=10)
     local.stop()
     return 0
+
+
+def _start_operator(url: str, args: argparse.Namespace) -> Any:
+    """The control loop beside the app: load -> tier, errors -> failover, as on a cluster."""
+    import subprocess
+
+    command = [sys.executable, "-m", "operators.cli", "local", "--url", url,
+               "--interval", str(args.operator_interval), "--metrics-port", str(args.operator_metrics_port)]
+    if args.operator_policy:
+        command += ["--policy-file", args.operator_policy]
+    print(f"wanserve: operator running every {args.operator_interval}s "
+          f"(its metrics: http://127.0.0.1:{args.operator_metrics_port}/metrics)", file=sys.stderr)
+    return subprocess.Popen(command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -148,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--model", help="diffusers-format model directory (default: $WANSERVE_MODEL_DIR, else tiny)")
     serve_cmd.add_argument("--redis-url", help="keep jobs and the cache in Redis (default: $WANSERVE_REDIS_URL)")
+    serve_cmd.add_argument("--no-operator", dest="operator", action="store_false",
+                           help="do not run the local operator (degradation tiers, failover, rollouts)")
+    serve_cmd.add_argument("--operator-interval", type=float, default=5.0, help="seconds between control steps")
+    serve_cmd.add_argument("--operator-policy", help="YAML VideoServingPolicy spec for the local operator")
+    serve_cmd.add_argument("--operator-metrics-port", type=int, default=9091)
     serve_cmd.set_defaults(handler=_serve)
     return parser
 

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,6 +101,9 @@ class VideoService:
         self._flights: dict[str, asyncio.Task[VideoArtifact]] = {}
         self._watchers: dict[str, set[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.cache_lookups = {"hit": 0, "miss": 0}
+        # The last policy changes, newest first, for the operations page.
+        self.decisions: deque[dict[str, Any]] = deque(maxlen=20)
         lanes.on_change = self.publish_gauges
         self.publish_gauges()
 
@@ -115,8 +119,35 @@ class VideoService:
                 self.telemetry.inc("wanserve_failovers_total", (version,))
                 log.warning("model %s now served by its %s instance: %s", version,
                             policy.instance_for(version), policy.reason or "policy changed")
+        if policy != self._policy:
+            self.decisions.appendleft({
+                "at": int(time.time()), "tier": policy.tier.name, "weights": policy.weights,
+                "active_instance": {v: policy.instance_for(v) for v in self.versions}, "reason": policy.reason,
+            })
         self._policy = policy
         self.publish_gauges()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What an SRE (or the /ops page) wants to see at a glance; read-only."""
+        looked_up = sum(self.cache_lookups.values())
+        return {
+            "tier": self._policy.tier.model_dump(mode="json"),
+            "reason": self._policy.reason,
+            "versions": {
+                version: {"weight": self._policy.weights.get(version, 0.0),
+                          "active_instance": self._policy.instance_for(version),
+                          "consecutive_failures": {
+                              name: self.health.failures.get((version, name), 0) for name in self.instances}}
+                for version in self.versions
+            },
+            "faults": [fault.model_dump(mode="json") for fault in self._policy.faults],
+            "lanes": {lane: {"queued": self.lanes.queue_depth(lane), "limit": self.lanes.queue_limits[lane]}
+                      for lane in LANES},
+            "running": self.lanes.running,
+            "capacity": self.lanes.capacity,
+            "cache": {**self.cache_lookups, "hit_rate": self.cache_lookups["hit"] / looked_up if looked_up else None},
+            "recent_decisions": list(self.decisions),
+        }
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -139,7 +170,9 @@ class VideoService:
             priority=body.priority, tenant=tenant, cache_key=plan.key, served=plan.served,
         )
         cached = await self.cache.get(plan.key)
-        self.telemetry.inc("wanserve_cache_requests_total", ("hit" if cached else "miss",))
+        result = "hit" if cached else "miss"
+        self.cache_lookups[result] += 1
+        self.telemetry.inc("wanserve_cache_requests_total", (result,))
         if cached is not None:
             done = job.model_copy(update={"status": "completed", "progress": 100, "cache_hit": True,
                                           "completed_at": int(time.time())})

@@ -198,6 +198,11 @@ class Ingress:
         self.service.publish_gauges()
         return Response(await self.telemetry.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
+    @app.get("/v1/ops", tags=["operations"])
+    async def ops(self) -> dict[str, Any]:
+        """Read-only state for the operations page and SREs' scripts: tier, routing, queues, cache."""
+        return self.service.snapshot()
+
     @app.get("/admin/policy", response_model=ServingPolicy, tags=["admin"])
     async def get_policy(self, authorization: Annotated[str | None, Header()] = None) -> ServingPolicy:
         self._require_admin(authorization)
