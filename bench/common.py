@@ -1,0 +1,332 @@
+"""Shared pieces of the benchmarks and drills: the bench checkpoint, a local Serve session, a Redis
+subprocess, an HTTP load client, percentiles and the final goal line.
+
+Not a benchmark itself: ``make bench`` runs the other scripts in this folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+# Make `serve` and `operators` importable when a script runs as `python bench/x.py`.
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+# The cheapest valid request: one 64x64 frame, one step.
+CHEAP: dict[str, Any] = {"size": "64x64", "num_frames": 1, "num_inference_steps": 1}
+# The bench checkpoint's transformer: wide enough that denoising is a real share of a video.
+BENCH_TRANSFORMER = {"transformer_heads": 16, "transformer_layers": 4, "transformer_ffn_dim": 768}
+CORES = os.cpu_count() or 2
+
+
+def parse_args(doc: str | None, **extra: Any) -> argparse.Namespace:
+    """``--quick`` (a tiny run for the smoke tests) plus any ``name=default`` options of a script."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tiny run, for the smoke tests")
+    for name, default in extra.items():
+        parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default)
+    return parser.parse_args()
+
+
+def goal_line(name: str, figure: str, op: str, goal: str) -> None:
+    """The last line of every benchmark: ``<name>: <figure> (goal <op> <value>)``."""
+    print(f"{name}: {figure} (goal {op} {goal})", flush=True)
+
+
+def say(*parts: object) -> None:
+    print(*parts, flush=True)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Linear-interpolated percentile (q in 0..100) of a non-empty list."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def median(values: list[float]) -> float:
+    return percentile(values, 50)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.1f} ms"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def unique_prompt(text: str = "a red fox jumping over a log") -> str:
+    """A prompt nobody sent before, so neither the cache nor single flight can answer it."""
+    return f"{text} {uuid.uuid4().hex[:10]}"
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+
+def bench_checkpoint() -> Path:
+    """The tiny checkpoint with a wider transformer, built once into the wanserve cache."""
+    from serve.pipeline.checkpoint import cache_root
+    from serve.pipeline.tiny_checkpoint import TINY_CHECKPOINT_VERSION, build_tiny_checkpoint
+
+    sizes = "-".join(str(value) for value in BENCH_TRANSFORMER.values())
+    target = cache_root() / f"bench-wan2.2-ti2v-v{TINY_CHECKPOINT_VERSION}-{sizes}"
+    if (target / "TINY_CHECKPOINT").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bench-", dir=target.parent))
+    try:
+        build_tiny_checkpoint(staging, seed=0, **BENCH_TRANSFORMER)
+        try:
+            staging.rename(target)
+        except OSError:
+            if not (target / "TINY_CHECKPOINT").exists():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+# -- the local Serve application ----------------------------------------------------------------
+
+
+def wait_ready(url: str, timeout_s: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=10)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as error:
+            last = repr(error)
+        time.sleep(0.3)
+    raise RuntimeError(f"{url} did not become ready in {timeout_s:.0f}s: {last}")
+
+
+@contextmanager
+def serve_app(args: Any) -> Iterator[str]:
+    """Ray (all cores) + Serve + the wanserve app on a free port, ready; stopped on exit.
+
+    Stage replicas ask for 0 CPUs, so Ray would give each one torch thread; OMP_NUM_THREADS set to
+    the core count (unless already set) gives them what an in-process run gets.
+    """
+    from serve.app import local
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
+    started = time.monotonic()
+    url = local.start(args, port=free_port(), num_cpus=CORES)
+    try:
+        wait_ready(url)
+        say(f"app ready at {url} in {time.monotonic() - started:.1f}s")
+        yield url
+    finally:
+        local.stop()
+
+
+def deploy_beside(args: Any, name: str, route_prefix: str, base_url: str) -> str:
+    """Another wanserve app in the same Serve instance under ``route_prefix``; returns its URL."""
+    from ray import serve
+
+    from serve.app.builder import build_app
+
+    serve.run(build_app(args), name=name, route_prefix=route_prefix, blocking=False)
+    url = f"{base_url}{route_prefix}"
+    wait_ready(url)
+    return url
+
+
+# -- Redis ----------------------------------------------------------------------------------------
+
+
+class RedisProcess:
+    """A redis-server subprocess on a free port, without persistence, that can be stopped and restarted."""
+
+    def __init__(self) -> None:
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        if not Path(binary).exists():
+            raise SystemExit("redis-server not found: install it with `make services`")
+        self.binary = binary
+        self.port = free_port()
+        self.workdir = Path(tempfile.mkdtemp(prefix="wanserve-bench-redis-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        import redis
+
+        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                   "--appendonly", "no", "--dir", str(self.workdir)]
+        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                with redis.Redis(port=self.port, socket_timeout=1) as client:
+                    client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout_s}s")
+
+    def stop(self) -> None:
+        if self._proc is None:
+            return
+        self._proc.terminate()
+        try:
+            self._proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+        self._proc = None
+
+    def __enter__(self) -> RedisProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+# -- HTTP load ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """One request: HTTP status of the POST, the job's end state, and seconds from POST to that end."""
+
+    status: int
+    job_id: str | None = None
+    final: str | None = None  # completed | failed | lost | None (not accepted)
+    error_code: str | None = None
+    latency_s: float | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+async def wait_job(client: httpx.AsyncClient, job_id: str, timeout_s: float, poll_s: float = 0.02) -> dict[str, Any]:
+    """The job once completed or failed; ``{"status": "lost"}`` if it never got there in time."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            response = await client.get(f"/v1/videos/{job_id}")
+        except httpx.HTTPError:
+            await asyncio.sleep(0.2)
+            continue
+        if response.status_code == 200:
+            video: dict[str, Any] = response.json()
+            if video["status"] in ("completed", "failed"):
+                return video
+        await asyncio.sleep(poll_s)
+    return {"status": "lost"}
+
+
+async def run_job(
+    client: httpx.AsyncClient, body: dict[str, Any], timeout_s: float = 300.0, poll_s: float = 0.02
+) -> Outcome:
+    """POST a video and follow it to its end; latency is POST to completed."""
+    outcome = Outcome(status=0)
+    try:
+        response = await client.post("/v1/videos", json=body)
+    except httpx.HTTPError:
+        return outcome
+    outcome.status = response.status_code
+    if response.status_code != 200:
+        return outcome
+    video = response.json()
+    outcome.job_id = video["id"]
+    if video["status"] not in ("completed", "failed"):
+        video = await wait_job(client, video["id"], timeout_s, poll_s)
+    outcome.final = video["status"]
+    outcome.error_code = (video.get("error") or {}).get("code")
+    outcome.latency_s = time.monotonic() - outcome.started
+    return outcome
+
+
+def count_outcomes(outcomes: list[Outcome]) -> dict[str, int]:
+    """accepted / completed / failed (per reason) / lost, and HTTP status classes of the POSTs."""
+    counts: dict[str, int] = {"sent": len(outcomes)}
+    for outcome in outcomes:
+        klass = "no_answer" if outcome.status == 0 else f"{outcome.status // 100}xx"
+        counts[klass] = counts.get(klass, 0) + 1
+        if outcome.status == 429:
+            counts["429"] = counts.get("429", 0) + 1
+        if outcome.job_id is not None:
+            counts["accepted"] = counts.get("accepted", 0) + 1
+            key = outcome.final if outcome.final != "failed" else f"failed:{outcome.error_code}"
+            counts[key or "lost"] = counts.get(key or "lost", 0) + 1
+    counts.setdefault("accepted", 0)
+    counts.setdefault("completed", 0)
+    counts.setdefault("lost", 0)
+    return counts
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(counts.items()))
+
+
+async def get_policy(client: httpx.AsyncClient) -> dict[str, Any]:
+    response = await client.get("/admin/policy")
+    response.raise_for_status()
+    policy: dict[str, Any] = response.json()
+    return policy
+
+
+async def put_policy(client: httpx.AsyncClient, policy: dict[str, Any]) -> None:
+    (await client.put("/admin/policy", json=policy)).raise_for_status()
+
+
+def rss_mb(pid: int) -> float | None:
+    import psutil
+
+    try:
+        return float(psutil.Process(pid).memory_info().rss) / 2**20
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def operator_process(url: str, interval_s: float, spec: dict[str, Any], log_path: Path) -> subprocess.Popen[bytes]:
+    """``wanserve-operator local`` beside the app, with ``spec`` (camelCase) as its policy file."""
+    import yaml
+
+    spec_path = log_path.with_suffix(".yaml")
+    spec_path.write_text(yaml.safe_dump(spec))
+    command = [sys.executable, "-m", "operators.cli", "local", "--url", url, "--interval", str(interval_s),
+               "--policy-file", str(spec_path), "--metrics-port", "0"]
+    with log_path.open("wb") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
