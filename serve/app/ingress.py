@@ -7,10 +7,12 @@ No ``from __future__ import annotations`` here: FastAPI reads these route signat
 import hmac
 import json
 import logging
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Query, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
 
@@ -66,6 +68,23 @@ async def _create_body(request: Request) -> VideoCreate:
     except ValidationError as error:
         message, param = validation_message([dict(item) for item in error.errors()])
         raise ApiError(400, "invalid_request", message, param) from None
+
+
+# -- web pages: the playground (/) and the operations page (/ops), plain static files -----------
+# Module-level routes: they need no replica state, and @serve.ingress leaves them as they are.
+
+_STATIC = Path(__file__).resolve().parent.parent / "static"
+app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+
+@app.get("/", include_in_schema=False)
+async def playground_page() -> FileResponse:
+    return FileResponse(_STATIC / "index.html")
+
+
+@app.get("/ops", include_in_schema=False)
+async def operations_page() -> FileResponse:
+    return FileResponse(_STATIC / "ops.html")
 
 
 @serve.deployment(name="Ingress")

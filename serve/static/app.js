@@ -1,0 +1,282 @@
+// The playground: submit a prompt, follow the job's progress, play and download the video.
+
+import { ApiError, getJson, postJson, request, setUpKeyPanel } from "/static/api.js";
+
+// The model's limits (serve/params.py): frames are 4k+1 up to 121.
+const MAX_FRAMES = 121;
+const FRAME_STEP = 4;
+const DEFAULT_FRAMES = 17; // the "fast" profile
+const POLL_MS = 300;
+const HISTORY_KEY = "wanserve.history";
+const HISTORY_MAX = 10;
+
+const $ = (id) => document.getElementById(id);
+
+let watching = 0; // bumped whenever another video is shown, so a stale poll stops
+let objectUrl = null;
+let countdown = null;
+
+// -- the form ----------------------------------------------------------------------------------
+
+function fillFrames() {
+  const select = $("num_frames");
+  const fps = Number($("fps").value) || 24;
+  const chosen = Number(select.value) || DEFAULT_FRAMES;
+  select.replaceChildren();
+  for (let frames = 1; frames <= MAX_FRAMES; frames += FRAME_STEP) {
+    const option = new Option(`${frames} (${(frames / fps).toFixed(2)} s)`, String(frames));
+    option.selected = frames === chosen;
+    select.append(option);
+  }
+}
+
+function numberOf(id) {
+  const value = $(id).value.trim();
+  return value === "" ? null : Number(value);
+}
+
+function requestBody() {
+  const body = {
+    prompt: $("prompt").value,
+    size: $("size").value,
+    num_frames: numberOf("num_frames"),
+    fps: numberOf("fps"),
+    num_inference_steps: numberOf("num_inference_steps"),
+    guidance_scale: numberOf("guidance_scale"),
+    seed: numberOf("seed"),
+    priority: $("priority").value,
+    negative_prompt: $("negative_prompt").value.trim() || null,
+  };
+  return Object.fromEntries(Object.entries(body).filter(([, value]) => value !== null));
+}
+
+function clearInvalid() {
+  document.querySelectorAll("[aria-invalid]").forEach((field) => field.removeAttribute("aria-invalid"));
+}
+
+async function onSubmit(event) {
+  event.preventDefault();
+  const button = $("generate");
+  clearInvalid();
+  showMessage(null);
+  button.disabled = true;
+  try {
+    const video = await postJson("/v1/videos", requestBody());
+    remember(video);
+    follow(video);
+  } catch (error) {
+    showRefusal(error);
+  } finally {
+    button.disabled = false;
+  }
+}
+
+// -- messages ----------------------------------------------------------------------------------
+
+function showMessage(text, kind = "error") {
+  clearInterval(countdown);
+  const box = $("message");
+  box.hidden = !text;
+  box.textContent = text || "";
+  box.className = `message ${kind}`;
+}
+
+function showRefusal(error) {
+  if (!(error instanceof ApiError)) {
+    showMessage(`Something went wrong in this page: ${error.message}`);
+    return;
+  }
+  if (error.code === "moderation_blocked") {
+    showMessage(`Refused by moderation: ${error.message}. Change the prompt and try again.`);
+  } else if (error.status === 429) {
+    showRetryCountdown(error);
+  } else if (error.status === 400) {
+    showMessage(`The server refused the request (${error.code}): ${error.message}`);
+  } else {
+    showMessage(`${error.code}: ${error.message}`);
+  }
+  const field = error.param && document.getElementById(error.param);
+  if (field) {
+    field.setAttribute("aria-invalid", "true");
+    field.focus();
+  }
+}
+
+function showRetryCountdown(error) {
+  let left = error.retryAfter ?? 5;
+  const say = () => {
+    const wait = left > 0 ? `Try again in ${left} s.` : "You can try again now.";
+    $("message").textContent = `Too busy right now: ${error.message}. ${wait}`;
+  };
+  showMessage("busy", "warning");
+  say();
+  countdown = setInterval(() => {
+    left -= 1;
+    say();
+    if (left <= 0) clearInterval(countdown);
+  }, 1000);
+}
+
+// -- following a job ---------------------------------------------------------------------------
+
+function describe(video) {
+  const served = video.served;
+  const size = served ? served.size : video.size;
+  const frames = served ? served.num_frames : video.num_frames;
+  return `${size}, ${frames} frames at ${video.fps} fps (${(frames / video.fps).toFixed(2)} s)`;
+}
+
+function renderJob(video) {
+  $("empty").hidden = true;
+  $("job").hidden = false;
+  const words = {
+    queued: "Queued: waiting for a free slot",
+    in_progress: `Generating: ${video.progress}%`,
+    completed: video.cache_hit ? "Done (from the cache)" : "Done",
+    failed: "Failed",
+  };
+  $("job-status").textContent = `${words[video.status] || video.status}: ${video.prompt}`;
+  $("progress").value = video.progress;
+  const served = video.served;
+  const note = $("job-served");
+  note.hidden = !served;
+  if (served) {
+    note.textContent = `Served at ${served.size}, ${served.num_frames} frames, ${served.num_inference_steps} steps `
+      + `(degradation tier "${served.tier}") instead of ${video.size}, ${video.num_frames} frames, `
+      + `${video.num_inference_steps} steps.`;
+  }
+}
+
+function follow(video) {
+  watching += 1;
+  const token = watching;
+  $("player").hidden = true;
+  const step = async (state) => {
+    if (token !== watching) return;
+    renderJob(state);
+    updateHistory(state);
+    if (state.status === "completed") {
+      await play(state, token);
+      return;
+    }
+    if (state.status === "failed") {
+      const error = state.error || { code: "failed", message: "the generation failed" };
+      showMessage(`The generation failed (${error.code}): ${error.message}`);
+      return;
+    }
+    setTimeout(async () => {
+      if (token !== watching) return;
+      try {
+        step(await getJson(`/v1/videos/${encodeURIComponent(state.id)}`));
+      } catch (error) {
+        if (error.status === 0) {
+          step(state); // the network blinked: ask again
+        } else {
+          showRefusal(error);
+        }
+      }
+    }, POLL_MS);
+  };
+  step(video);
+}
+
+async function play(video, token) {
+  // Fetched as a blob (not <video src=URL>) so that the API key travels as a header.
+  const response = await request(`/v1/videos/${encodeURIComponent(video.id)}/content`);
+  const blob = await response.blob();
+  if (token !== watching) return;
+  if (objectUrl) URL.revokeObjectURL(objectUrl);
+  objectUrl = URL.createObjectURL(blob);
+  const player = $("video");
+  player.src = objectUrl;
+  player.setAttribute("aria-label", `Video: ${video.prompt}`);
+  $("video-caption").textContent = describe(video);
+  const link = $("download");
+  link.href = objectUrl;
+  link.download = `${video.id}.mp4`;
+  $("player").hidden = false;
+}
+
+async function show(id) {
+  showMessage(null);
+  try {
+    follow(await getJson(`/v1/videos/${encodeURIComponent(id)}`));
+  } catch (error) {
+    if (error.status === 404) {
+      updateHistory({ id, status: "expired" });
+      showMessage("That video is no longer stored on the server.", "warning");
+    } else {
+      showRefusal(error);
+    }
+  }
+}
+
+// -- this browser's history --------------------------------------------------------------------
+
+function history() {
+  try {
+    const items = JSON.parse(localStorage.getItem(HISTORY_KEY) || "[]");
+    return Array.isArray(items) ? items : [];
+  } catch {
+    return [];
+  }
+}
+
+function saveHistory(items) {
+  localStorage.setItem(HISTORY_KEY, JSON.stringify(items.slice(0, HISTORY_MAX)));
+  renderHistory();
+}
+
+function remember(video) {
+  const item = {
+    id: video.id, prompt: video.prompt, size: video.size, num_frames: video.num_frames, fps: video.fps,
+    created_at: video.created_at, status: video.status,
+  };
+  saveHistory([item, ...history().filter((old) => old.id !== video.id)]);
+}
+
+function updateHistory(video) {
+  const items = history();
+  const item = items.find((old) => old.id === video.id);
+  if (item && item.status !== video.status) {
+    item.status = video.status;
+    saveHistory(items);
+  }
+}
+
+function renderHistory() {
+  const list = $("history");
+  const items = history();
+  list.replaceChildren();
+  $("history-clear").hidden = items.length === 0;
+  if (items.length === 0) {
+    const empty = document.createElement("li");
+    empty.className = "hint";
+    empty.textContent = "No videos yet.";
+    list.append(empty);
+    return;
+  }
+  for (const item of items) {
+    const entry = document.createElement("li");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "link";
+    button.textContent = item.prompt;
+    button.addEventListener("click", () => show(item.id));
+    const when = new Date(item.created_at * 1000).toLocaleTimeString();
+    const meta = document.createElement("small");
+    meta.className = "hint";
+    meta.textContent = `${item.size}, ${item.num_frames} frames · ${item.status} · ${when}`;
+    entry.append(button, meta);
+    list.append(entry);
+  }
+}
+
+// -- start -------------------------------------------------------------------------------------
+
+setUpKeyPanel();
+fillFrames();
+renderHistory();
+$("fps").addEventListener("input", fillFrames);
+$("create").addEventListener("submit", onSubmit);
+$("history-clear").addEventListener("click", () => saveHistory([]));
