@@ -98,7 +98,7 @@ def _serve(args: argparse.Namespace) -> int:
     if app_args.redis_url is None:
         print("wanserve: no Redis (WANSERVE_REDIS_URL): jobs and the cache live in this process", file=sys.stderr)
     url = local.start(app_args, host=args.host, port=args.port)
-    operator = _start_operator(url, args) if args.operator else None
+    operator = _start_operator(url, args, app_args.model_version) if args.operator else None
     print(f"\nwanserve is serving {app_args.model_version} at {url}  (API docs: {url}/docs)\n")
     print("Try it:")
     print(f"  curl -s {url}/v1/videos -H 'Content-Type: application/json' \\")
@@ -119,14 +119,19 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_operator(url: str, args: argparse.Namespace) -> Any:
+def _start_operator(url: str, args: argparse.Namespace, model_version: str) -> Any:
     """The control loop beside the app: load -> tier, errors -> failover, as on a cluster."""
     import subprocess
+    import tempfile
 
-    command = [sys.executable, "-m", "operators.cli", "local", "--url", url,
+    policy_file = args.operator_policy
+    if not policy_file:
+        # The default spec, told which version is the stable one here.
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="wanserve-policy-", delete=False) as spec:
+            spec.write(f"rollout:\n  stableVersion: {model_version}\n")
+            policy_file = spec.name
+    command = [sys.executable, "-m", "operators.cli", "local", "--url", url, "--policy-file", policy_file,
                "--interval", str(args.operator_interval), "--metrics-port", str(args.operator_metrics_port)]
-    if args.operator_policy:
-        command += ["--policy-file", args.operator_policy]
     print(f"wanserve: operator running every {args.operator_interval}s "
           f"(its metrics: http://127.0.0.1:{args.operator_metrics_port}/metrics)", file=sys.stderr)
     return subprocess.Popen(command)

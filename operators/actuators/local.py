@@ -18,11 +18,9 @@ class LocalActuator:
         self.timeout_seconds = timeout_seconds
 
     def _client(self) -> httpx.AsyncClient:
-        return httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=self.timeout_seconds,
-            headers={"Authorization": f"Bearer {self.admin_key}"},
-        )
+        # No key (an open local app): send no Authorization header at all; "Bearer " alone is invalid.
+        headers = {"Authorization": f"Bearer {self.admin_key}"} if self.admin_key else {}
+        return httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_seconds, headers=headers)
 
     async def current(self) -> ServingPolicy:
         async with self._client() as client:
