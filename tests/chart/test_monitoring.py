@@ -98,3 +98,9 @@ def test_rule_and_monitors_are_plain_yaml_of_the_prometheus_operator_api(render)
                 assert spec["podMetricsEndpoints"] and spec["selector"]["matchLabels"]
             if obj["kind"] == "ServiceMonitor":
                 assert spec["endpoints"] and spec["selector"]["matchLabels"]
+
+
+def test_the_ingress_service_monitor_keeps_wanserves_instance_label(render):
+    monitors = [m for m in render().of_kind("ServiceMonitor") if m["metadata"]["name"].endswith("-ingress")]
+    assert monitors, "no ingress ServiceMonitor rendered"
+    assert all(endpoint.get("honorLabels") is True for endpoint in monitors[0]["spec"]["endpoints"])
