@@ -1,0 +1,103 @@
+"""The playground at / in a real browser: submit, follow progress, play, and read refusals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.app.helpers import unique_prompt
+
+# Records every value the progress bar takes, so a test sees steps it would miss by polling.
+_RECORD_PROGRESS = """
+window.progressSeen = [];
+new MutationObserver(() => window.progressSeen.push(Number(document.getElementById("progress").value)))
+  .observe(document.getElementById("progress"), {attributes: true, attributeFilter: ["value"]});
+"""
+_SET_FIELD = """
+const field = document.getElementById(arguments[0]);
+field.value = arguments[1];
+field.dispatchEvent(new Event("input", {bubbles: true}));
+"""
+
+
+def wait(driver: WebDriver, condition: Any, timeout_s: float = 30.0, why: str = "") -> Any:
+    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(condition, why)
+
+
+def open_playground(driver: WebDriver, url: str) -> None:
+    driver.get(f"{url}/")
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#num_frames option"), 10, "the form's frames list")
+
+
+def fill(driver: WebDriver, prompt: str, **fields: str) -> None:
+    driver.find_element(By.ID, "prompt").send_keys(prompt)
+    for name, value in fields.items():  # fps before num_frames: changing fps relabels the frames list
+        driver.execute_script(_SET_FIELD, name, value)
+
+
+def message_text(driver: WebDriver) -> str:
+    box = driver.find_element(By.ID, "message")
+    return str(wait(driver, lambda _: box.is_displayed() and box.text, 30, "a message in #message"))
+
+
+def test_a_prompt_becomes_a_playable_video_after_visible_progress(page, local_app):
+    open_playground(page, local_app.url)
+    prompt = unique_prompt("a lighthouse in a storm at night")
+    fill(page, prompt, size="256x256", fps="24", num_frames="9", num_inference_steps="30")
+    page.execute_script(_RECORD_PROGRESS)
+    page.find_element(By.ID, "generate").click()
+
+    video = page.find_element(By.ID, "video")
+    wait(page, lambda d: d.execute_script("return arguments[0].readyState >= 1", video), 90, "the video's metadata")
+    seen = page.execute_script("return window.progressSeen")
+    assert any(0 < value < 100 for value in seen), f"no intermediate progress among {seen}"
+    assert seen[-1] == 100
+
+    duration = page.execute_script("return arguments[0].duration", video)
+    assert duration == pytest.approx(9 / 24, abs=0.1)
+    played = page.execute_async_script(
+        "const [video, done] = arguments; video.muted = true;"
+        "video.play().then(() => done(true), (error) => done(String(error)));", video)
+    assert played is True
+    wait(page, lambda d: d.execute_script("return arguments[0].currentTime > 0", video), 10, "playback to advance")
+
+    link = page.find_element(By.ID, "download")
+    assert link.is_displayed() and link.get_attribute("href").startswith("blob:")
+    assert link.get_attribute("download").startswith("video_") and link.get_attribute("download").endswith(".mp4")
+    assert "256x256, 9 frames at 24 fps" in page.find_element(By.ID, "video-caption").text
+
+    entry = page.find_element(By.CSS_SELECTOR, "#history li")
+    assert prompt in entry.text and "completed" in entry.text
+
+
+def test_the_form_holds_the_models_limits_and_the_server_refuses_what_gets_past(page, local_app):
+    open_playground(page, local_app.url)
+    guidance = page.find_element(By.ID, "guidance_scale")
+    assert (guidance.get_attribute("min"), guidance.get_attribute("max")) == ("1", "20")
+    frames = [option.get_attribute("value") for option in page.find_elements(By.CSS_SELECTOR, "#num_frames option")]
+    assert frames[:3] == ["1", "5", "9"] and frames[-1] == "121"
+    fill(page, unique_prompt(), guidance_scale="50")
+
+    page.find_element(By.ID, "generate").click()
+    assert page.execute_script("return arguments[0].validity.rangeOverflow", guidance)
+    assert not page.find_element(By.ID, "job").is_displayed(), "the form sent an out-of-range guidance"
+
+    page.execute_script("document.getElementById('create').noValidate = true")
+    page.find_element(By.ID, "generate").click()
+    text = message_text(page)
+    assert "invalid_request" in text and "guidance_scale" in text and "20" in text, text
+    assert guidance.get_attribute("aria-invalid") == "true"
+    assert page.switch_to.active_element == guidance
+
+
+def test_a_prompt_that_moderation_blocks_says_so(page, local_app):
+    open_playground(page, local_app.url)
+    fill(page, "a knight beheading a dragon", size="256x256", num_frames="5")
+    page.find_element(By.ID, "generate").click()
+    text = message_text(page)
+    assert "moderation" in text and "beheading" in text, text
+    assert page.find_elements(By.CSS_SELECTOR, "#history li.hint"), "a refused prompt went into the history"
