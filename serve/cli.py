@@ -97,6 +97,9 @@ def _serve(args: argparse.Namespace) -> int:
               "built-in checkpoint (random weights: the videos are noise)", file=sys.stderr)
     if app_args.redis_url is None:
         print("wanserve: no Redis (WANSERVE_REDIS_URL): jobs and the cache live in this process", file=sys.stderr)
+    if app_args.api_keys_file is None or not Path(app_args.api_keys_file).is_file():
+        print("wanserve: WARNING: no API keys configured (WANSERVE_API_KEYS_FILE): the API is open to anyone "
+              "who can reach it, as tenant 'default'; create keys with `wanserve keys add TENANT`", file=sys.stderr)
     url = local.start(app_args, host=args.host, port=args.port)
     operator = _start_operator(url, args, app_args.model_version) if args.operator else None
     print(f"\nwanserve is serving {app_args.model_version} at {url}  (API docs: {url}/docs)\n")
@@ -135,6 +138,25 @@ def _start_operator(url: str, args: argparse.Namespace, model_version: str) -> A
     print(f"wanserve: operator running every {args.operator_interval}s "
           f"(its metrics: http://127.0.0.1:{args.operator_metrics_port}/metrics)", file=sys.stderr)
     return subprocess.Popen(command)
+
+
+def _keys_add(args: argparse.Namespace) -> int:
+    from serve.tenancy.keys import add_key
+
+    path = args.file or os.environ.get("WANSERVE_API_KEYS_FILE") or "api-keys.yaml"
+    if not Path(path).parent.is_dir():
+        print(f"wanserve: folder {Path(path).parent} does not exist", file=sys.stderr)
+        return 2
+    try:
+        key = add_key(path, args.tenant, admin=args.admin)
+    except (ValidationError, ValueError, OSError) as error:
+        print(f"wanserve: cannot add a key to {path}: {error}", file=sys.stderr)
+        return 2
+    role = "admin key" if args.admin else "key"
+    print(f"wanserve: new {role} for tenant {args.tenant!r}; only its hash is stored, in {path}. "
+          "Copy it now, it is not shown again:", file=sys.stderr)
+    print(key)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -176,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--operator-policy", help="YAML VideoServingPolicy spec for the local operator")
     serve_cmd.add_argument("--operator-metrics-port", type=int, default=9091)
     serve_cmd.set_defaults(handler=_serve)
+
+    keys = commands.add_parser("keys", help="manage API keys (stored hashed in the keys file)")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_add = keys_commands.add_parser("add", help="create a key for TENANT, print it once, store its hash")
+    keys_add.add_argument("tenant", help="tenant name: lowercase letters, digits, '.', '_' or '-'")
+    keys_add.add_argument("--admin", action="store_true", help="the tenant may call the /admin endpoints")
+    keys_add.add_argument("--file", help="keys file (default: $WANSERVE_API_KEYS_FILE, else ./api-keys.yaml)")
+    keys_add.set_defaults(handler=_keys_add)
     return parser
 
 

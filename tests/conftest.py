@@ -142,6 +142,7 @@ class LocalApp:
     url: str
     stable_version: str
     candidate_version: str
+    api_keys_file: str
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +154,9 @@ def tiny_candidate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def local_app(redis_server: RedisServer, tiny_candidate_dir: Path) -> Iterator[LocalApp]:
+def local_app(
+    redis_server: RedisServer, tiny_candidate_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LocalApp]:
     """Real Ray Serve on this machine with real Redis: stable + candidate versions, primary + backup.
 
     Serve takes seconds to start on 2 cores, so the session shares one app; tests that change the
@@ -168,10 +171,15 @@ def local_app(redis_server: RedisServer, tiny_candidate_dir: Path) -> Iterator[L
         backup_instance=True,
         cache_ttl_seconds=600,
         lanes=LaneArgs(capacity=1, realtime_queue=8, batch_queue=12, batch_max_size=4, batch_wait_s=0.1),
+        # Absent = open mode; tests/app/test_tenancy*.py write keys here and remove them (the ingress
+        # re-reads the file within a second), so one app serves open and multi-tenant tests.
+        api_keys_file=str(tmp_path_factory.mktemp("tenancy") / "api-keys.yaml"),
     )
     url = local.start(args, port=_free_port(), num_cpus=2)
     _wait_ready(url)
-    yield LocalApp(url=url, stable_version=args.model_version, candidate_version=CANDIDATE_VERSION)
+    assert args.api_keys_file is not None
+    yield LocalApp(url=url, stable_version=args.model_version, candidate_version=CANDIDATE_VERSION,
+                   api_keys_file=args.api_keys_file)
     local.stop()
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from serve.policy import ServingPolicy
+from serve.tenancy.keys import TenantQuotas, TenantSettings
 
 
 class ModelVersion(BaseModel):
@@ -76,8 +78,16 @@ class AppArgs(BaseModel):
     denoiser: StageArgs = Field(default_factory=StageArgs)
     decoder: StageArgs = Field(default_factory=StageArgs)
     ingress: StageArgs = Field(default_factory=lambda: StageArgs(max_ongoing_requests=256, max_queued_requests=-1))
-    # Admin key for the policy endpoint when tenancy is off (empty: the endpoint is open locally).
+    # Admin key for the policy endpoint (empty and no keys file: the endpoint is open locally). With a
+    # keys file it still opens the admin routes (the local operator uses it), and nothing else.
     admin_key: str | None = None
+    # Tenancy (docs/tenancy.md). The keys file holds tenants and their key hashes; absent file = open mode.
+    api_keys_file: str | None = Field(default_factory=lambda: os.environ.get("WANSERVE_API_KEYS_FILE") or None)
+    # Settings per tenant (admin, weight, shared cache, quotas) that win over the keys file's: the chart
+    # renders them from values, the keys themselves come from a Secret.
+    tenants: dict[str, TenantSettings] = Field(default_factory=dict)
+    # Quotas of every tenant that sets none of its own.
+    default_quotas: TenantQuotas = Field(default_factory=TenantQuotas)
     policy: ServingPolicy | None = None
 
     @property

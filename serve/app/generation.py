@@ -13,8 +13,9 @@ import logging
 import random
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
@@ -30,8 +31,11 @@ from serve.jobs import JobError, JobStore, ServedParams, VideoJob
 from serve.moderation import Moderator
 from serve.params import GenerationParams, describe_errors
 from serve.policy import Instance, ServingPolicy
+from serve.tenancy.quotas import QuotaExceeded, QuotaKeeper, Refund
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class InjectedFault(RuntimeError):
@@ -48,6 +52,8 @@ class Plan:
     lane: Lane
     key: str
     served: ServedParams | None
+    # Whose turn in the lane's fair queue this generation takes (the first requester's, when shared).
+    tenant: str
 
 
 def _seconds(params: GenerationParams) -> str:
@@ -86,6 +92,8 @@ class VideoService:
         policy: ServingPolicy,
         cache_ttl_seconds: int,
         rng: random.Random | None = None,
+        quotas: QuotaKeeper | None = None,
+        tenant_label: Callable[[str], str] = str,
     ) -> None:
         self.versions = versions
         self.instances = instances
@@ -95,6 +103,9 @@ class VideoService:
         self.telemetry = telemetry
         self.moderator = moderator
         self.cache_ttl_seconds = cache_ttl_seconds
+        self.quotas = quotas
+        # Tenant -> metric label: configured tenants only, so label values stay bounded.
+        self._tenant_label = tenant_label
         self.health = InstanceHealth()
         self._rng = rng or random.Random()
         self._policy = policy
@@ -154,6 +165,8 @@ class VideoService:
     async def submit(self, body: VideoCreate, tenant: str = "default") -> VideoJob:
         """Accept a request (or refuse it with an ApiError) and start generating in the background."""
         started = time.monotonic()
+        if self.quotas is not None:
+            await self._within_quota(self.quotas.take_request(tenant), tenant, body.priority, body.model or "-")
         verdict = self.moderator.check(body.prompt)
         if not verdict.allowed:
             self.telemetry.inc("wanserve_moderation_blocked_total")
@@ -162,6 +175,28 @@ class VideoService:
                            f"the prompt was refused by moderation: it contains the blocked term {verdict.matched!r}",
                            "prompt")
         plan = self._plan(body, tenant)
+        refund: Refund | None = None
+        if self.quotas is not None:
+            refund = await self._within_quota(
+                self.quotas.charge_seconds(tenant, plan.requested.seconds), tenant, plan.lane, plan.model_version)
+        try:
+            return await self._accept(body, plan, tenant, started)
+        except ApiError:
+            if refund is not None:
+                await refund()
+            raise
+
+    async def _within_quota(self, check: Awaitable[_T], tenant: str, lane: str, version: str) -> _T:
+        """Await a quota check; a refusal becomes a 429 naming the limit, and is counted."""
+        try:
+            return await check
+        except QuotaExceeded as error:
+            self.telemetry.inc("wanserve_quota_rejections_total", (self._tenant_label(tenant), error.limit))
+            self._count("rejected", lane, version, tenant)
+            code = "rate_limit_exceeded" if error.limit == "requests_per_minute" else "quota_exceeded"
+            raise ApiError(429, code, error.message, headers={"Retry-After": str(error.retry_after)}) from None
+
+    async def _accept(self, body: VideoCreate, plan: Plan, tenant: str, started: float) -> VideoJob:
         asked = plan.requested
         job = VideoJob(
             model=plan.model_version, prompt=body.prompt, size=asked.size, seconds=_seconds(asked),
@@ -186,12 +221,23 @@ class VideoService:
                            f"the {plan.lane} lane is full ({self.lanes.queue_limits[plan.lane]} requests waiting); "
                            f"retry in {self.lanes.retry_after_s}s",
                            headers={"Retry-After": str(self.lanes.retry_after_s)})
-        job = await self.store.create(job)
+        if self.quotas is not None:
+            await self._within_quota(self._start_job(tenant), tenant, plan.lane, plan.model_version)
+        try:
+            job = await self.store.create(job)
+        except BaseException:
+            if self.quotas is not None:
+                self.quotas.finish_job(tenant)
+            raise
         self._watchers.setdefault(plan.key, set()).add(job.id)
         task = asyncio.create_task(self._follow(job, plan, tenant, started))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
+
+    async def _start_job(self, tenant: str) -> None:
+        assert self.quotas is not None
+        self.quotas.start_job(tenant)
 
     def _plan(self, body: VideoCreate, tenant: str) -> Plan:
         try:
@@ -221,7 +267,7 @@ class VideoService:
             scheduler=served_params.scheduler, scope=scope,
         )
         served_model = None if served is None else ServedParams(**served.model_dump())
-        return Plan(params, served_params, version, body.priority, key, served_model)
+        return Plan(params, served_params, version, body.priority, key, served_model, tenant)
 
     async def _follow(self, job: VideoJob, plan: Plan, tenant: str, started: float) -> None:
         """Wait for the (possibly shared) generation and record this job's outcome."""
@@ -243,6 +289,8 @@ class VideoService:
             await self.store.update(job.id, status="completed", progress=100, completed_at=int(time.time()))
             self._finish_metrics("completed", plan, tenant, started)
         finally:
+            if self.quotas is not None:
+                self.quotas.finish_job(tenant)
             watchers = self._watchers.get(plan.key)
             if watchers is not None:
                 watchers.discard(job.id)
@@ -251,7 +299,7 @@ class VideoService:
 
     async def _generate(self, plan: Plan) -> VideoArtifact:
         """One generation for every job watching ``plan.key``; the result also goes to the cache."""
-        async with self.lanes.admit(plan.lane):
+        async with self.lanes.admit(plan.lane, plan.tenant):
             await self._broadcast(plan.key, status="in_progress", progress=0)
             artifact = await self._on_instance(plan)
         await self.cache.put(plan.key, artifact.mp4, artifact.thumbnail_png, self.cache_ttl_seconds)
@@ -320,12 +368,14 @@ class VideoService:
         self.telemetry.set_gauge("wanserve_consecutive_failures", (version, instance), count)
 
     def _count(self, status: str, lane: str, version: str, tenant: str) -> None:
-        self.telemetry.inc("wanserve_requests_total", (status, lane, version, self._policy.tier.name, tenant))
+        self.telemetry.inc("wanserve_requests_total",
+                           (status, lane, version, self._policy.tier.name, self._tenant_label(tenant)))
 
     def _finish_metrics(self, status: str, plan: Plan, tenant: str, started: float) -> None:
         self._count(status, plan.lane, plan.model_version, tenant)
         if status == "completed":
-            self.telemetry.observe("wanserve_request_latency_seconds", (plan.lane, plan.model_version, tenant),
+            self.telemetry.observe("wanserve_request_latency_seconds",
+                                   (plan.lane, plan.model_version, self._tenant_label(tenant)),
                                    time.monotonic() - started)
 
     def publish_gauges(self) -> None:

@@ -4,27 +4,29 @@ No ``from __future__ import annotations`` here: FastAPI reads these route signat
 """
 
 
-import hmac
 import json
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
 
 from serve.app.api_models import VideoCreate, VideoDeleted, VideoList, VideoPublic
 from serve.app.args import AppArgs
-from serve.app.errors import ApiError, install_error_handlers, validation_message
+from serve.app.errors import ApiError, error_body, install_error_handlers, validation_message
 from serve.app.generation import VideoService
 from serve.app.lanes import PriorityLanes
 from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
 from serve.jobs import VideoJob
 from serve.policy import ServingPolicy
+from serve.tenancy import AccessDenied, Caller, QuotaKeeper, TenantRegistry, authorize
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,37 @@ _CREATE_BODY = {
         },
     }
 }
+
+
+# Declares the bearer scheme in the OpenAPI document (the docs page's "Authorize" button); the check
+# itself is the middleware below, so no route can forget it.
+_bearer = HTTPBearer(auto_error=False, description="API key: `wanserve keys add TENANT` prints one")
+
+
+@app.middleware("http")
+async def _authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    ingress: Ingress = serve.get_replica_context().servable_object
+    path = request.url.path
+    root = request.scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    decision = authorize(path, request.headers.get("authorization"), ingress.tenants, ingress.args.admin_key)
+    if isinstance(decision, AccessDenied):
+        headers = {}
+        if decision.status == 401:
+            error = ', error="invalid_token"' if decision.code == "invalid_api_key" else ""
+            headers["WWW-Authenticate"] = f'Bearer realm="wanserve"{error}'
+        return JSONResponse(error_body(decision.code, decision.message), decision.status, headers=headers)
+    request.state.caller = decision
+    return await call_next(request)
+
+
+def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+    caller: Caller = request.state.caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 def _public(job: VideoJob) -> VideoPublic:
@@ -95,6 +128,9 @@ class Ingress:
     def __init__(self, args: dict[str, Any], instances: dict[str, dict[str, Any]]) -> None:
         self.args = AppArgs.model_validate(args)
         self.telemetry = Telemetry()
+        self.tenants = TenantRegistry(
+            self.args.api_keys_file, overrides=self.args.tenants, default_quotas=self.args.default_quotas
+        )
         self.service = VideoService(
             versions=[version.name for version in self.args.versions],
             instances={name: StageHandles(**handles) for name, handles in instances.items()},  # type: ignore[misc]
@@ -105,11 +141,14 @@ class Ingress:
                 queue_limits={"realtime": self.args.lanes.realtime_queue, "batch": self.args.lanes.batch_queue},
                 batch_max_size=self.args.lanes.batch_max_size,
                 enabled=self.args.lanes.enabled,
+                weight_of=self.tenants.weight,
             ),
             telemetry=self.telemetry,
             moderator=self._moderator(),
             policy=self.args.initial_policy(),
             cache_ttl_seconds=self.args.cache_ttl_seconds,
+            quotas=QuotaKeeper(self._quota_state(), lambda tenant: self.tenants.tenant(tenant).quotas),
+            tenant_label=self.tenants.metric_label,
         )
 
     def _on_redis_error(self, op: str) -> None:
@@ -128,6 +167,14 @@ class Ingress:
         if self.args.redis_url:
             return ResultCache(self.args.redis_url, on_redis_error=self._on_redis_error)
         return MemoryResultCache()
+
+    def _quota_state(self) -> Any:
+        from serve.redis_link import RedisLink
+        from serve.tenancy import MemoryQuotaState, RedisQuotaState
+
+        if self.args.redis_url:
+            return RedisQuotaState(RedisLink(self.args.redis_url, on_error=self._on_redis_error))
+        return MemoryQuotaState()
 
     def _moderator(self) -> Any:
         from serve.moderation import Moderator, load_block_list
@@ -149,39 +196,45 @@ class Ingress:
     # -- videos ---------------------------------------------------------------------------------
 
     @app.post("/v1/videos", response_model=VideoPublic, openapi_extra=_CREATE_BODY, tags=["videos"])
-    async def create_video(self, request: Request) -> VideoPublic:
+    async def create_video(self, request: Request, caller: CallerDep) -> VideoPublic:
         """Start generating a video; poll it with GET /v1/videos/{id}."""
         body = await _create_body(request)
-        return _public(await self.service.submit(body))
+        if body.shared_cache and not caller.tenant.shared_cache_opt_in:
+            raise ApiError(403, "shared_cache_not_allowed",
+                           f"tenant {caller.name!r} may not use the shared cache pool: send shared_cache=false, or "
+                           "ask an administrator to set shared_cache_opt_in for this tenant", "shared_cache")
+        return _public(await self.service.submit(body, caller.name))
 
     @app.get("/v1/videos", response_model=VideoList, tags=["videos"])
     async def list_videos(
         self,
+        caller: CallerDep,
         after: str | None = None,
         limit: Annotated[int, Query(ge=1, le=100)] = 20,
         order: Annotated[str, Query(pattern="^(asc|desc)$")] = "desc",
     ) -> VideoList:
-        jobs, has_more = await self.service.store.list("default", after=after, limit=limit, order=order)  # type: ignore[arg-type]
+        jobs, has_more = await self.service.store.list(caller.name, after=after, limit=limit, order=order)  # type: ignore[arg-type]
         data = [_public(job) for job in jobs]
         return VideoList(data=data, has_more=has_more, first_id=data[0].id if data else None,
                          last_id=data[-1].id if data else None)
 
     @app.get("/v1/videos/{video_id}", response_model=VideoPublic, tags=["videos"])
-    async def get_video(self, video_id: str) -> VideoPublic:
-        return _public(await self._job(video_id))
+    async def get_video(self, video_id: str, caller: CallerDep) -> VideoPublic:
+        return _public(await self._job(video_id, caller))
 
     @app.delete("/v1/videos/{video_id}", response_model=VideoDeleted, tags=["videos"])
-    async def delete_video(self, video_id: str) -> VideoDeleted:
-        await self._job(video_id)
+    async def delete_video(self, video_id: str, caller: CallerDep) -> VideoDeleted:
+        await self._job(video_id, caller)
         await self.service.store.delete(video_id)
         return VideoDeleted(id=video_id)
 
     @app.get("/v1/videos/{video_id}/content", tags=["videos"],
              responses={200: {"content": {"video/mp4": {}, "image/png": {}}}})
     async def download_video(
-        self, video_id: str, variant: Annotated[str, Query(pattern="^(video|thumbnail)$")] = "video"
+        self, video_id: str, caller: CallerDep,
+        variant: Annotated[str, Query(pattern="^(video|thumbnail)$")] = "video",
     ) -> Response:
-        job = await self._job(video_id)
+        job = await self._job(video_id, caller)
         if job.status != "completed":
             raise ApiError(409, "content_not_ready",
                            f"video {video_id} is {job.status} ({job.progress}%); download it once it is completed")
@@ -193,8 +246,9 @@ class Ingress:
         return Response(data, media_type=media_type,
                         headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
-    async def _job(self, video_id: str) -> VideoJob:
-        job = await self.service.store.get(video_id)
+    async def _job(self, video_id: str, caller: Caller) -> VideoJob:
+        # Another tenant's video is "not found", exactly like an unknown id: ids leak nothing.
+        job = await self.service.store.get(video_id, tenant=caller.name)
         if job is None:
             raise ApiError(404, "video_not_found", f"no video with id {video_id!r}", "video_id")
         return job
@@ -218,28 +272,17 @@ class Ingress:
         return Response(await self.telemetry.exposition(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/v1/ops", tags=["operations"])
-    async def ops(self) -> dict[str, Any]:
+    async def ops(self, _: CallerDep) -> dict[str, Any]:
         """Read-only state for the operations page and SREs' scripts: tier, routing, queues, cache."""
         return self.service.snapshot()
 
     @app.get("/admin/policy", response_model=ServingPolicy, tags=["admin"])
-    async def get_policy(self, authorization: Annotated[str | None, Header()] = None) -> ServingPolicy:
-        self._require_admin(authorization)
+    async def get_policy(self, _: CallerDep) -> ServingPolicy:
+        """The serving policy. Needs an admin key (the authentication middleware checks it)."""
         return self.service.policy
 
     @app.put("/admin/policy", response_model=ServingPolicy, tags=["admin"])
-    async def put_policy(
-        self, policy: ServingPolicy, authorization: Annotated[str | None, Header()] = None
-    ) -> ServingPolicy:
+    async def put_policy(self, policy: ServingPolicy, _: CallerDep) -> ServingPolicy:
         """Replace this replica's serving policy (local operator). On Kubernetes, use user_config."""
-        self._require_admin(authorization)
         self.service.set_policy(policy)
         return self.service.policy
-
-    def _require_admin(self, authorization: str | None) -> None:
-        expected = self.args.admin_key
-        if not expected:
-            return
-        given = (authorization or "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), expected.encode()):
-            raise ApiError(401, "unauthorized", "this endpoint needs the admin key: Authorization: Bearer <key>")

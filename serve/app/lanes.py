@@ -5,6 +5,12 @@ a batch execution carries up to ``batch_max_size`` batch-lane requests, which th
 into one transformer batch (``@serve.batch``). When a slot frees, waiting realtime work always goes
 first, and with more than one slot the batch lane never holds the last one, so a realtime request
 waits at most for one running execution, never for the batch backlog.
+
+Within a lane, tenants share fairly: each lane is a weighted fair queue (start-time fair queuing)
+over per-tenant FIFOs. A tenant's virtual time advances by ``1 / weight`` per request it is served,
+and the next request comes from the waiting tenant with the smallest virtual time, so a tenant that
+floods a lane gets its share, not the lane: another tenant's request waits about one execution,
+not the flood. With one tenant (or lanes disabled) this is plain FIFO.
 """
 
 from __future__ import annotations
@@ -38,9 +44,64 @@ class _BatchGroup:
 @dataclass
 class _Waiter:
     lane: Lane
+    tenant: str
+    seq: int
     future: asyncio.Future[_BatchGroup | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+class FairQueue:
+    """One lane's waiters: a FIFO per tenant, served in weighted fair order across tenants."""
+
+    def __init__(self, weight_of: Callable[[str], float]) -> None:
+        self._weight_of = weight_of
+        self._queues: dict[str, deque[_Waiter]] = {}
+        # Virtual start time of each tenant's next request, and the lane's virtual clock.
+        self._start: dict[str, float] = {}
+        self._clock = 0.0
+
+    def append(self, waiter: _Waiter) -> None:
+        queue = self._queues.get(waiter.tenant)
+        if queue is None:
+            queue = self._queues[waiter.tenant] = deque()
+            # A tenant that was idle starts at the lane's clock: idling earns no credit to burst later.
+            self._start[waiter.tenant] = max(self._start.get(waiter.tenant, 0.0), self._clock)
+        queue.append(waiter)
+
+    def remove(self, waiter: _Waiter) -> None:
+        queue = self._queues.get(waiter.tenant)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._queues[waiter.tenant]
+
+    def pop(self) -> _Waiter | None:
+        """The next live waiter in fair order (ties: the one that arrived first), or None."""
+        while self._queues:
+            tenant = min(self._queues, key=lambda name: (self._start[name], self._queues[name][0].seq))
+            queue = self._queues[tenant]
+            waiter = queue.popleft()
+            if not queue:
+                del self._queues[tenant]
+            if waiter.future.done():  # cancelled while waiting: costs its tenant nothing
+                continue
+            self._clock = self._start[tenant]
+            self._start[tenant] += 1.0 / max(self._weight_of(tenant), 1e-6)
+            self._forget_idle()
+            return waiter
+        return None
+
+    def _forget_idle(self) -> None:
+        # An idle tenant at or behind the clock would restart at the clock anyway: keep the map small.
+        for tenant in [t for t, start in self._start.items() if t not in self._queues and start <= self._clock]:
+            del self._start[tenant]
+
+    def depth(self) -> int:
+        return sum(1 for queue in self._queues.values() for waiter in queue if not waiter.future.done())
+
+    def depth_of(self, tenant: str) -> int:
+        return sum(1 for waiter in self._queues.get(tenant, ()) if not waiter.future.done())
 
 
 class PriorityLanes:
@@ -53,6 +114,7 @@ class PriorityLanes:
         batch_max_size: int = 4,
         enabled: bool = True,
         retry_after_s: int = 5,
+        weight_of: Callable[[str], float] | None = None,
     ) -> None:
         self.capacity = capacity
         self.queue_limits = queue_limits
@@ -62,7 +124,9 @@ class PriorityLanes:
         self.retry_after_s = retry_after_s
         self._busy = 0
         self._batch_busy = 0
-        self._queues: dict[Lane, deque[_Waiter]] = {lane: deque() for lane in LANES}
+        weights = weight_of or (lambda _tenant: 1.0)
+        self._queues: dict[Lane, FairQueue] = {lane: FairQueue(weights) for lane in LANES}
+        self._seq = 0
         # Called whenever queue depths or running counts change (to publish gauges).
         self.on_change: Callable[[], None] = lambda: None
 
@@ -71,19 +135,25 @@ class PriorityLanes:
         return self.capacity - 1 if self.capacity > 1 and self.enabled else self.capacity
 
     def queue_depth(self, lane: Lane) -> int:
-        return sum(1 for waiter in self._queues[lane] if not waiter.future.done())
+        return self._queues[lane].depth()
+
+    def queue_depth_of(self, lane: Lane, tenant: str) -> int:
+        """Requests of ``tenant`` waiting in ``lane``."""
+        return self._queues[lane].depth_of(tenant)
 
     @property
     def running(self) -> int:
         return self._busy
 
     @asynccontextmanager
-    async def admit(self, lane: Lane) -> AsyncIterator[None]:
+    async def admit(self, lane: Lane, tenant: str = "default") -> AsyncIterator[None]:
         """Wait for this request's turn; raises ``LaneFull`` at once when its queue is full."""
         queue_lane: Lane = lane if self.enabled else "batch"
         if self.queue_depth(queue_lane) >= self.queue_limits[queue_lane]:
             raise LaneFull(lane, self.queue_limits[queue_lane], self.retry_after_s)
-        waiter = _Waiter(queue_lane)
+        self._seq += 1
+        # Lanes disabled: one FIFO for everyone, tenants included.
+        waiter = _Waiter(queue_lane, tenant if self.enabled else "", self._seq)
         self._queues[queue_lane].append(waiter)
         self._dispatch()
         try:
@@ -136,9 +206,7 @@ class PriorityLanes:
                 waiter.future.set_result(group)
 
     def _pop(self, lane: Lane, count: int) -> list[_Waiter]:
-        queue, taken = self._queues[lane], list[_Waiter]()
-        while queue and len(taken) < count:
-            waiter = queue.popleft()
-            if not waiter.future.done():
-                taken.append(waiter)
+        taken = list[_Waiter]()
+        while len(taken) < count and (waiter := self._queues[lane].pop()) is not None:
+            taken.append(waiter)
         return taken
