@@ -96,6 +96,8 @@ def _run_kubernetes(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # One line per decision, not one per HTTP call the loop makes.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.mode == "local":
         return asyncio.run(_run_local(args))
     return _run_kubernetes(args)

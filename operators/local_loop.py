@@ -62,7 +62,11 @@ class LocalController:
         if self.metrics is not None:
             self.metrics.record(decision, self.spec)
         line = describe(decision, snapshot)
-        level = logging.WARNING if any(e.severity == "warning" for e in decision.events) else logging.INFO
+        # A hold is not news: log it only at debug level so the log reads as a list of decisions.
+        if any(e.severity == "warning" for e in decision.events):
+            level = logging.WARNING
+        else:
+            level = logging.INFO if decision.events else logging.DEBUG
         logger.log(level, line)
         if not snapshot.has_data:
             logger.warning("no metrics, holding: %s", snapshot.error)

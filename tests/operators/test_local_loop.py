@@ -60,7 +60,7 @@ async def test_unreachable_ingress_holds_and_keeps_going(caplog: pytest.LogCaptu
     spec = parse_spec({})
     controller = LocalController(spec, ScrapeSource("http://127.0.0.1:9/metrics", 1),
                                  LocalActuator("http://127.0.0.1:9", timeout_seconds=1), clock=lambda: 1.0)
-    with caplog.at_level(logging.INFO, logger="wanserve.operator"):
+    with caplog.at_level(logging.DEBUG, logger="wanserve.operator"):
         decision = await controller.step()
     assert decision.events == []
     assert "load=n/a" in caplog.text
