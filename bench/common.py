@@ -226,6 +226,7 @@ class Outcome:
     job_id: str | None = None
     final: str | None = None  # completed | failed | lost | None (not accepted)
     error_code: str | None = None
+    error_message: str | None = None
     latency_s: float | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -265,6 +266,7 @@ async def run_job(
         video = await wait_job(client, video["id"], timeout_s, poll_s)
     outcome.final = video["status"]
     outcome.error_code = (video.get("error") or {}).get("code")
+    outcome.error_message = (video.get("error") or {}).get("message")
     outcome.latency_s = time.monotonic() - outcome.started
     return outcome
 
