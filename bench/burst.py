@@ -27,6 +27,7 @@ from common import (
     goal_line,
     metric,
     ms,
+    operator_decisions,
     operator_process,
     parse_args,
     percentile,
@@ -156,8 +157,7 @@ def main() -> None:
             figure = asyncio.run(measure(url, request, steady_s, burst_s, recover_s, interval))
         finally:
             stop_process(operator)
-            decisions = [line for line in log.read_text().splitlines() if "tier:" in line or "ERROR" in line]
-            say("operator decisions (last 8):\n  " + "\n  ".join(decisions[-8:]))
+            say("operator decisions (last 8):\n  " + "\n  ".join(operator_decisions(log)[-8:]))
     goal_line("burst", figure, "==", f"5xx 0, lost 0, tier change <= {2 * interval:.1f}s (two intervals)")
 
 

@@ -345,3 +345,9 @@ async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(key) == value for key, value in labels.items())
     )
+
+
+def operator_decisions(log_path: Path) -> list[str]:
+    """The operator's log lines that changed something (not ``| hold``), and its errors."""
+    lines = log_path.read_text().splitlines() if log_path.exists() else []
+    return [line for line in lines if ("| " in line and not line.endswith("| hold")) or " ERROR " in line]
