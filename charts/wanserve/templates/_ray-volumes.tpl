@@ -12,6 +12,7 @@ runtime's default 64 MiB would starve it). The model volume is mounted read-only
 - name: model
   mountPath: {{ .Values.model.mountPath }}
   readOnly: true
+{{- include "wanserve.tenancyVolumeMount" . }}
 {{- end }}
 
 {{/* Call with (dict "root" $ "sharedMemorySize" "8Gi"). */}}
@@ -34,4 +35,5 @@ runtime's default 64 MiB would starve it). The model volume is mounted read-only
     path: {{ $volume.hostPath }}
     type: Directory
   {{- end }}
+{{- include "wanserve.tenancyVolume" .root }}
 {{- end }}

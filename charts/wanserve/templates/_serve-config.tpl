@@ -80,6 +80,9 @@ The Ingress user_config carries the serving policy the operator patches later.
     "max_ongoing_requests" (int $stage.maxOngoingRequests)
     "max_queued_requests" (int $stage.maxQueuedRequests)) }}
 {{- end }}
+{{- if $v.tenancy.enabled }}
+{{- $args = merge $args (include "wanserve.tenancyArgs" . | fromYaml) }}
+{{- end }}
 {{- if $v.policy.rollout.enabled }}
 {{- $_ := set $args "candidate" (dict "name" $v.policy.rollout.candidateVersion "model_dir" $v.policy.rollout.candidateModelDir) }}
 {{- end }}
