@@ -73,7 +73,7 @@ def test_ingress_servicemonitor_selects_kuberays_serve_service(render, release):
     rayservice_name = render("defaults").rayservice["metadata"]["name"]
     # KubeRay labels <rayservice>-serve-svc with ray.io/serve=<rayservice>-serve; its port is "serve".
     assert ingress["selector"]["matchLabels"] == {"ray.io/serve": f"{rayservice_name}-serve"}
-    assert ingress["endpoints"] == [{"port": "serve", "path": "/metrics", "interval": "15s"}]
+    assert ingress["endpoints"] == [{"port": "serve", "path": "/metrics", "interval": "15s", "honorLabels": True}]
 
 
 def test_operator_servicemonitor_matches_the_operator_service(render, release):
