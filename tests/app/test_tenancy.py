@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+import ray
 import yaml
 
 from serve.tenancy import generate_key, hash_key
@@ -31,7 +32,6 @@ TENANTS: dict[str, dict[str, Any]] = {
     "flooder": {},
     "latecomer": {},
 }
-RAY_LOGS = Path("/tmp/ray/session_latest/logs")
 
 
 @dataclass
@@ -235,12 +235,13 @@ def test_no_key_appears_in_logs_metrics_or_error_bodies(tenancy):
     for key in secrets:
         assert key not in metrics
         assert not any(key in body for body in tenancy.error_bodies)
-    serve_logs = RAY_LOGS / "serve"
-    assert serve_logs.is_dir(), f"no Ray Serve logs at {serve_logs}"
+    # This app's Ray session (session_latest may be another process's Ray on a shared machine).
+    logs = Path(ray._private.worker._global_node.get_logs_dir_path())
+    assert (logs / "serve").is_dir(), f"no Ray Serve logs at {logs / 'serve'}"
     needles = [key.encode() for key in secrets]
     scanned = 0
-    for path in RAY_LOGS.rglob("*"):
-        if path.is_file() and path.suffix in (".log", ".out", ".err", ".txt", ""):
+    for path in logs.rglob("*"):
+        if path.is_file():
             data = path.read_bytes()
             scanned += 1
             leaked = [needle for needle in needles if needle in data]
