@@ -87,7 +87,7 @@ function showRefusal(error) {
     return;
   }
   if (error.code === "moderation_blocked") {
-    showMessage(`Refused by moderation: ${error.message}. Change the prompt and try again.`);
+    showMessage(`${sentence(error.message)}. Change the prompt and try again.`);
   } else if (error.status === 429) {
     showRetryCountdown(error);
   } else if (error.status === 400) {
@@ -102,17 +102,19 @@ function showRefusal(error) {
   }
 }
 
+function sentence(text) {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 function showRetryCountdown(error) {
+  // The countdown says the wait, so the server's own "retry in Ns" tail would only repeat it.
+  const why = error.message.replace(/;\s*retry in \d+\s*s$/, "");
   let left = error.retryAfter ?? 5;
-  const say = () => {
-    const wait = left > 0 ? `Try again in ${left} s.` : "You can try again now.";
-    $("message").textContent = `Too busy right now: ${error.message}. ${wait}`;
-  };
-  showMessage("busy", "warning");
-  say();
+  const text = () => `Too busy right now: ${why}. ${left > 0 ? `Try again in ${left} s.` : "You can try again now."}`;
+  showMessage(text(), "warning");
   countdown = setInterval(() => {
     left -= 1;
-    say();
+    $("message").textContent = text();
     if (left <= 0) clearInterval(countdown);
   }, 1000);
 }
@@ -126,16 +128,21 @@ function describe(video) {
   return `${size}, ${frames} frames at ${video.fps} fps (${(frames / video.fps).toFixed(2)} s)`;
 }
 
+function statusWords(video) {
+  switch (video.status) {
+    case "queued": return "Queued, waiting for a free slot";
+    case "in_progress": return `Generating, ${video.progress}%`;
+    case "completed": return video.cache_hit ? "Done (from the cache)" : "Done";
+    case "failed": return "Failed";
+    case "expired": return "Expired";
+    default: return video.status;
+  }
+}
+
 function renderJob(video) {
   $("empty").hidden = true;
   $("job").hidden = false;
-  const words = {
-    queued: "Queued: waiting for a free slot",
-    in_progress: `Generating: ${video.progress}%`,
-    completed: video.cache_hit ? "Done (from the cache)" : "Done",
-    failed: "Failed",
-  };
-  $("job-status").textContent = `${words[video.status] || video.status}: ${video.prompt}`;
+  $("job-status").textContent = `${statusWords(video)} · ${video.prompt}`;
   $("progress").value = video.progress;
   const served = video.served;
   const note = $("job-served");
@@ -266,7 +273,7 @@ function renderHistory() {
     const when = new Date(item.created_at * 1000).toLocaleTimeString();
     const meta = document.createElement("small");
     meta.className = "hint";
-    meta.textContent = `${item.size}, ${item.num_frames} frames · ${item.status} · ${when}`;
+    meta.textContent = `${item.size}, ${item.num_frames} frames · ${statusWords(item).toLowerCase()} · ${when}`;
     entry.append(button, meta);
     list.append(entry);
   }

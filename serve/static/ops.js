@@ -26,16 +26,28 @@ function emptyRow(columns, text) {
 }
 
 // A bar with its number beside it, so it reads without the graphic.
-function meter(value, max, label, text) {
+function meter(value, max, label, text, high = null) {
   const td = document.createElement("td");
   const bar = document.createElement("meter");
   bar.min = 0;
   bar.max = max || 1;
   bar.value = value;
-  bar.high = (max || 1) * 0.75;
+  if (high !== null) bar.high = high;
   bar.setAttribute("aria-label", label);
   td.append(bar, ` ${text}`);
   return td;
+}
+
+// Fills a table body and names each cell after its column, so a phone can show rows as cards.
+function fillTable(id, rows) {
+  const body = $(id);
+  body.replaceChildren(...rows);
+  const names = [...body.closest("table").querySelectorAll("thead th")].map((th) => th.textContent);
+  for (const tr of body.rows) {
+    [...tr.cells].forEach((td, index) => {
+      if (td.colSpan === 1) td.dataset.label = names[index];
+    });
+  }
 }
 
 function pairs(object) {
@@ -63,15 +75,16 @@ function renderVersions(snapshot) {
     const weight = meter(version.weight, 100, `${name} traffic weight`, `${version.weight}%`);
     return row(cell(name), weight, instance, cell(failing));
   });
-  $("versions").replaceChildren(...(rows.length ? rows : [emptyRow(4, "no model versions")]));
+  fillTable("versions", rows.length ? rows : [emptyRow(4, "no model versions")]);
 }
 
 function renderLanes(snapshot) {
   const rows = Object.entries(snapshot.lanes).map(([lane, state]) => row(
     cell(lane), cell(String(state.queued)), cell(String(state.limit)),
-    meter(state.queued, state.limit, `${lane} queue fill`, `${Math.round((100 * state.queued) / (state.limit || 1))}%`),
+    meter(state.queued, state.limit, `${lane} queue fill`, `${Math.round((100 * state.queued) / (state.limit || 1))}%`,
+      state.limit * 0.75),
   ));
-  $("lanes").replaceChildren(...rows);
+  fillTable("lanes", rows);
   $("running").textContent = `${snapshot.running} / ${snapshot.capacity}`;
 }
 
@@ -96,7 +109,7 @@ function renderDecisions(snapshot) {
     cell(new Date(decision.at * 1000).toLocaleTimeString()), cell(decision.tier), cell(pairs(decision.weights)),
     cell(pairs(decision.active_instance)), cell(decision.reason || "–"),
   ));
-  $("decisions").replaceChildren(...(rows.length ? rows : [emptyRow(5, "no policy changes since this replica started")]));
+  fillTable("decisions", rows.length ? rows : [emptyRow(5, "no policy changes since this replica started")]);
 }
 
 async function refresh() {

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 from typing import Any
 
 import pytest
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.app.helpers import unique_prompt
+from tests.app.helpers import small_body, unique_prompt, wait_done
 
 # Records every value the progress bar takes, so a test sees steps it would miss by polling.
 _RECORD_PROGRESS = """
@@ -71,7 +73,7 @@ def test_a_prompt_becomes_a_playable_video_after_visible_progress(page, local_ap
     assert "256x256, 9 frames at 24 fps" in page.find_element(By.ID, "video-caption").text
 
     entry = page.find_element(By.CSS_SELECTOR, "#history li")
-    assert prompt in entry.text and "completed" in entry.text
+    assert prompt in entry.text and "done" in entry.text
 
 
 def test_the_form_holds_the_models_limits_and_the_server_refuses_what_gets_past(page, local_app):
@@ -101,3 +103,56 @@ def test_a_prompt_that_moderation_blocks_says_so(page, local_app):
     text = message_text(page)
     assert "moderation" in text and "beheading" in text, text
     assert page.find_elements(By.CSS_SELECTOR, "#history li.hint"), "a refused prompt went into the history"
+
+
+def test_a_full_queue_shows_the_wait_the_server_asks_for(page, local_app, client):
+    open_playground(page, local_app.url)
+    fill(page, unique_prompt(), size="256x256", num_frames="5", num_inference_steps="2")
+    # One long job holds the only generation slot while small ones fill the realtime lane (limit 8).
+    running = client.post("/v1/videos", json=small_body(size="256x256", num_frames=9, num_inference_steps=50)).json()
+    limit = client.get("/v1/ops").json()["lanes"]["realtime"]["limit"]
+    with concurrent.futures.ThreadPoolExecutor(limit) as pool:
+        queued = list(pool.map(lambda _: client.post("/v1/videos", json=small_body()), range(limit)))
+    try:
+        assert all(response.status_code == 200 for response in queued), [r.text for r in queued]
+        refused = client.post("/v1/videos", json=small_body())
+        assert refused.status_code == 429, refused.text
+        retry_after = int(refused.headers["Retry-After"])
+        page.find_element(By.ID, "generate").click()
+        text = message_text(page)
+        assert "lane is full" in text and f"Try again in {retry_after} s." in text, text
+        wait(page, lambda d: f"Try again in {retry_after - 1} s." in d.find_element(By.ID, "message").text,
+             3, "the countdown")
+    finally:
+        for video in [running, *(response.json() for response in queued)]:
+            wait_done(client, video["id"])
+
+
+# Until the server checks API keys, a stand-in fetch answers 401 to any call without this key.
+_REQUIRE_KEY = """
+const realFetch = window.fetch;
+window.fetch = (url, options = {}) => {
+  if (new Headers(options.headers).get("Authorization") === "Bearer " + arguments[0]) return realFetch(url, options);
+  const body = {error: {code: "unauthorized", message: "send Authorization: Bearer <key>", param: null}};
+  return Promise.resolve(new Response(JSON.stringify(body), {status: 401}));
+};
+"""
+
+
+def test_an_api_key_is_asked_for_and_kept_only_in_this_tab(page, local_app):
+    open_playground(page, local_app.url)
+    page.execute_script(_REQUIRE_KEY, "sk-ui-test")
+    fill(page, unique_prompt(), size="256x256", num_frames="5", num_inference_steps="2")
+    page.find_element(By.ID, "generate").click()
+
+    key = page.find_element(By.ID, "auth-key")
+    wait(page, lambda _: key.is_displayed(), 10, "the API key form")
+    assert page.switch_to.active_element == key
+    key.send_keys("sk-ui-test", Keys.ENTER)
+
+    # The held request goes on with the key, and so do the polls and the download.
+    video = page.find_element(By.ID, "video")
+    wait(page, lambda d: d.execute_script("return arguments[0].readyState >= 1", video), 60, "the video")
+    assert page.execute_script("return sessionStorage.getItem('wanserve.apiKey')") == "sk-ui-test"
+    assert "sk-ui-test" not in page.execute_script("return JSON.stringify(localStorage)")
+    assert page.find_element(By.ID, "auth-forget").is_displayed()
