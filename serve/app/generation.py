@@ -126,10 +126,17 @@ class VideoService:
 
     def set_policy(self, policy: ServingPolicy) -> None:
         for version in self.versions:
-            if policy.instance_for(version) != self._policy.instance_for(version):
+            instance = policy.instance_for(version)
+            if instance != self._policy.instance_for(version):
                 self.telemetry.inc("wanserve_failovers_total", (version,))
-                log.warning("model %s now served by its %s instance: %s", version,
-                            policy.instance_for(version), policy.reason or "policy changed")
+                log.warning("model %s now served by its %s instance: %s", version, instance,
+                            policy.reason or "policy changed")
+                # Taking an instance (back) into service starts its failure streak afresh.
+                self._record_reset(version, instance)
+            if self._policy.weights.get(version, 0) <= 0 < policy.weights.get(version, 0):
+                # A version that gets traffic again (a new rollout) is judged on this traffic only.
+                for name in self.instances:
+                    self._record_reset(version, name)
         if policy != self._policy:
             self.decisions.appendleft({
                 "at": int(time.time()), "tier": policy.tier.name, "weights": policy.weights,
@@ -362,6 +369,10 @@ class VideoService:
         return results
 
     # -- metrics --------------------------------------------------------------------------------
+
+    def _record_reset(self, version: str, instance: Instance) -> None:
+        if self.health.failures.get((version, instance)):
+            self._record(version, instance, ok=True)
 
     def _record(self, version: str, instance: Instance, ok: bool) -> None:
         count = self.health.record(version, instance, ok)

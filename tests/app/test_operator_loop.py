@@ -134,7 +134,8 @@ def test_a_healthy_candidate_is_promoted(client, local_app, stable, restore_poli
     controller = _canary(local_app, stable)
     phases = [_step(controller).state.rollout.phase]
     for _ in range(8):
-        _traffic(client, 6)
+        videos = _traffic(client, 6)
+        assert all(video["status"] == "completed" for video in videos), [v["error"] for v in videos]
         decision = _step(controller)
         phases.append(decision.state.rollout.phase)
         if decision.state.rollout.phase == "Promoted":
