@@ -102,7 +102,7 @@ export async function request(path, options = {}) {
     const error = await errorFrom(response);
     if (response.status !== 401) throw error;
     const hint = key ? "The server refused that API key." : "This server needs an API key.";
-    await askForKey(`${hint} ${error.message}`);
+    await askForKey(`${hint} ${error.message.charAt(0).toUpperCase()}${error.message.slice(1)}.`);
   }
 }
 

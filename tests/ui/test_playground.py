@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
+import yaml
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
+from serve.tenancy import generate_key, hash_key
 from tests.app.helpers import small_body, unique_prompt, wait_done
 
 # Records every value the progress bar takes, so a test sees steps it would miss by polling.
@@ -128,31 +134,44 @@ def test_a_full_queue_shows_the_wait_the_server_asks_for(page, local_app, client
             wait_done(client, video["id"])
 
 
-# Until the server checks API keys, a stand-in fetch answers 401 to any call without this key.
-_REQUIRE_KEY = """
-const realFetch = window.fetch;
-window.fetch = (url, options = {}) => {
-  if (new Headers(options.headers).get("Authorization") === "Bearer " + arguments[0]) return realFetch(url, options);
-  const body = {error: {code: "unauthorized", message: "send Authorization: Bearer <key>", param: null}};
-  return Promise.resolve(new Response(JSON.stringify(body), {status: 401}));
-};
-"""
+
+@pytest.fixture
+def api_key(local_app) -> Iterator[str]:
+    """Turns the app's API keys on (one tenant, this key) for the test, and off again after it."""
+    key = generate_key()
+    path = Path(local_app.api_keys_file)
+    path.write_text(yaml.safe_dump({"version": 1, "tenants": {"ui": {"key_hashes": [hash_key(key)]}}}))
+    _wait_until_anonymous_calls_get(local_app.url, 401)
+    try:
+        yield key
+    finally:
+        path.unlink()
+        _wait_until_anonymous_calls_get(local_app.url, 200)
 
 
-def test_an_api_key_is_asked_for_and_kept_only_in_this_tab(page, local_app):
+def _wait_until_anonymous_calls_get(url: str, status: int) -> None:
+    deadline = time.monotonic() + 10  # the ingress re-reads the keys file at most once a second
+    while httpx.get(f"{url}/v1/videos", timeout=10).status_code != status:
+        assert time.monotonic() < deadline, f"anonymous calls did not get {status} within 10 s"
+        time.sleep(0.2)
+
+
+def test_an_api_key_is_asked_for_and_kept_only_in_this_tab(page, local_app, api_key):
     open_playground(page, local_app.url)
-    page.execute_script(_REQUIRE_KEY, "sk-ui-test")
     fill(page, unique_prompt(), size="256x256", num_frames="5", num_inference_steps="2")
     page.find_element(By.ID, "generate").click()
 
-    key = page.find_element(By.ID, "auth-key")
-    wait(page, lambda _: key.is_displayed(), 10, "the API key form")
-    assert page.switch_to.active_element == key
-    key.send_keys("sk-ui-test", Keys.ENTER)
+    field = page.find_element(By.ID, "auth-key")
+    wait(page, lambda _: field.is_displayed(), 10, "the API key form")
+    assert page.switch_to.active_element == field
+    field.send_keys("not-" + api_key, Keys.ENTER)
+    wait(page, lambda d: field.is_displayed() and "refused" in d.find_element(By.ID, "auth-message").text,
+         10, "the wrong key to be refused")
+    field.send_keys(api_key, Keys.ENTER)
 
     # The held request goes on with the key, and so do the polls and the download.
     video = page.find_element(By.ID, "video")
     wait(page, lambda d: d.execute_script("return arguments[0].readyState >= 1", video), 60, "the video")
-    assert page.execute_script("return sessionStorage.getItem('wanserve.apiKey')") == "sk-ui-test"
-    assert "sk-ui-test" not in page.execute_script("return JSON.stringify(localStorage)")
+    assert page.execute_script("return sessionStorage.getItem('wanserve.apiKey')") == api_key
+    assert api_key not in page.execute_script("return JSON.stringify(localStorage)")
     assert page.find_element(By.ID, "auth-forget").is_displayed()
