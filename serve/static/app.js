@@ -9,6 +9,7 @@ const DEFAULT_FRAMES = 17; // the "fast" profile
 const POLL_MS = 300;
 const HISTORY_KEY = "wanserve.history";
 const HISTORY_MAX = 10;
+const HISTORY_STATUS = { queued: "queued", in_progress: "generating", completed: "done", failed: "failed" };
 
 const $ = (id) => document.getElementById(id);
 
@@ -134,7 +135,6 @@ function statusWords(video) {
     case "in_progress": return `Generating, ${video.progress}%`;
     case "completed": return video.cache_hit ? "Done (from the cache)" : "Done";
     case "failed": return "Failed";
-    case "expired": return "Expired";
     default: return video.status;
   }
 }
@@ -273,7 +273,8 @@ function renderHistory() {
     const when = new Date(item.created_at * 1000).toLocaleTimeString();
     const meta = document.createElement("small");
     meta.className = "hint";
-    meta.textContent = `${item.size}, ${item.num_frames} frames · ${statusWords(item).toLowerCase()} · ${when}`;
+    const status = HISTORY_STATUS[item.status] || item.status;
+    meta.textContent = `${item.size}, ${item.num_frames} frames · ${status} · ${when}`;
     entry.append(button, meta);
     list.append(entry);
   }
