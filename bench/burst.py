@@ -146,9 +146,10 @@ def main() -> None:
     request = QUICK if options.quick else REQUEST
     steady_s, burst_s, recover_s = (2.0, 6.0, 20.0) if options.quick else (30.0, options.burst_s, 180.0)
     window = 3.0 if options.quick else 10.0
-    spec = {"controlIntervalSeconds": interval, "stableWindowSeconds": window}
-    lanes = LaneArgs(capacity=2, realtime_queue=16, batch_queue=64)
-    with serve_app(AppArgs(lanes=lanes)) as url, tempfile.TemporaryDirectory() as tmp:
+    args = AppArgs(lanes=LaneArgs(capacity=2, realtime_queue=16, batch_queue=64))
+    spec = {"controlIntervalSeconds": interval, "stableWindowSeconds": window,
+            "rollout": {"stableVersion": args.model_version}}
+    with serve_app(args) as url, tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "operator.log"
         operator = operator_process(url, interval, spec, log)
         try:

@@ -166,7 +166,9 @@ def deploy_beside(args: Any, name: str, route_prefix: str, base_url: str) -> str
 class RedisProcess:
     """A redis-server subprocess on a free port, without persistence, that can be stopped and restarted."""
 
-    def __init__(self) -> None:
+    def __init__(self, persistent: bool = False) -> None:
+        # persistent: append-only file, so a stop and start keeps the data, as a production Redis would.
+        self.persistent = persistent
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         if not Path(binary).exists():
             raise SystemExit("redis-server not found: install it with `make services`")
@@ -183,7 +185,7 @@ class RedisProcess:
         import redis
 
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "no", "--dir", str(self.workdir)]
+                   "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.workdir)]
         self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
