@@ -35,7 +35,8 @@ ANY_JSON = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=3)
 FULLWIDTH_BLOCKED = "\uff22\uff25\uff28\uff25\uff21\uff24\uff29\uff2e\uff27"  # a blocked word, NFKC-folded
 INTERESTING_TEXT = st.sampled_from(["64x64", "1280x704", "250x250", "0x0", "64X64", " 64x64 ", "big", "", "   ",
                                     "a cat", "4", "beheading", FULLWIDTH_BLOCKED, "\u0000", "x" * 3000])
-HEADER_VALUE = st.text(alphabet=string.ascii_letters + string.digits + " ;=/-_.,*+:", max_size=40)
+# h11 refuses header values with leading or trailing whitespace before they leave the client.
+HEADER_VALUE = st.text(alphabet=string.ascii_letters + string.digits + " ;=/-_.,*+:", max_size=40).map(str.strip)
 HEADERS = st.dictionaries(
     st.sampled_from(["content-type", "accept", "authorization", "x-api-key", "x-request-id", "accept-encoding",
                      "x-wanserve-tenant", "cookie", "origin"]) | st.from_regex(r"\Ax-[a-z0-9-]{1,15}\Z"),
