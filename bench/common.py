@@ -349,7 +349,11 @@ async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:
     )
 
 
+DECISION_WORDS = ("degrade:", "recover:", "failover:", "failback:", "rollout-", " ERROR ")
+
+
 def operator_decisions(log_path: Path) -> list[str]:
-    """The operator's log lines that changed something (not ``| hold``), and its errors."""
+    """The operator's log lines that changed something, and its errors; else its last line."""
     lines = log_path.read_text().splitlines() if log_path.exists() else []
-    return [line for line in lines if ("| " in line and not line.endswith("| hold")) or " ERROR " in line]
+    decisions = [line for line in lines if any(word in line for word in DECISION_WORDS)]
+    return decisions or [f"(no decision lines; {len(lines)} lines, last: {lines[-1] if lines else '-'})"]

@@ -63,6 +63,8 @@ def kill_replica(deployment: str) -> str:
 def report(title: str, outcomes: list[Outcome]) -> dict[str, int]:
     counts = count_outcomes(outcomes)
     say(f"  {title}: {describe_counts(counts)}")
+    for reason in sorted({f"{o.error_code}: {o.error_message}" for o in outcomes if o.final == "failed"}):
+        say(f"    failed with {reason}")
     return counts
 
 
@@ -84,14 +86,12 @@ async def kill_drill(client: httpx.AsyncClient, jobs: int) -> bool:
     killed = kill_replica("Denoiser")
     say(f"  killed {killed} at {time.strftime('%H:%M:%S')}")
     finals = await asyncio.gather(*(wait_job(client, job_id, 300, 0.2) for job_id in ids))
-    outcomes = [Outcome(status=200, job_id=job_id, final=video["status"],
-                        error_code=(video.get("error") or {}).get("code"))
-                for job_id, video in zip(ids, finals, strict=True)]
+    errors = [video.get("error") or {} for video in finals]
+    outcomes = [Outcome(status=200, job_id=job_id, final=video["status"], error_code=error.get("code"),
+                        error_message=error.get("message"))
+                for job_id, video, error in zip(ids, finals, errors, strict=True)]
     outcomes += [Outcome(status=response.status_code) for response in posted if response.status_code != 200]
     counts = report("jobs in flight", outcomes)
-    for video in finals:
-        if video["status"] == "failed":
-            say(f"  failed {video['id']}: {video['error']['code']}: {video['error']['message']}")
     later = [await run_job(client, {"prompt": unique_prompt(), **CHEAP}, timeout_s=300) for _ in range(3)]
     later_counts = report("later requests", later)
     return counts["lost"] == 0 and counts.get("5xx", 0) == 0 and later_counts["completed"] == 3
