@@ -144,7 +144,7 @@ def main() -> None:
 
     interval = 1.0 if options.quick else options.interval
     request = QUICK if options.quick else REQUEST
-    steady_s, burst_s, recover_s = (2.0, 6.0, 20.0) if options.quick else (30.0, options.burst_s, 180.0)
+    steady_s, burst_s, recover_s = (2.0, 6.0, 10.0) if options.quick else (30.0, options.burst_s, 180.0)
     window = 3.0 if options.quick else 10.0
     args = AppArgs(lanes=LaneArgs(capacity=2, realtime_queue=16, batch_queue=64))
     spec = {"controlIntervalSeconds": interval, "stableWindowSeconds": window,
