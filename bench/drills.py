@@ -193,8 +193,8 @@ def main() -> None:
 
     outage_s = 3.0 if options.quick else options.outage_s
     with RedisProcess(persistent=True) as redis:
-        args: Any = AppArgs(redis_url=redis.url, backup_instance=True, cache_ttl_seconds=600,
-                            lanes=LaneArgs(capacity=2, realtime_queue=32, batch_queue=64))
+        args: Any = AppArgs(redis_url=redis.url, backup_instance=True, allow_fault_injection=True,
+                            cache_ttl_seconds=600, lanes=LaneArgs(capacity=2, realtime_queue=32, batch_queue=64))
         with serve_app(args) as url:
             asyncio.run(run(url, redis, args.model_version, options.quick, outage_s))
 

@@ -100,8 +100,12 @@ def _serve(args: argparse.Namespace) -> int:
     if app_args.api_keys_file is None or not Path(app_args.api_keys_file).is_file():
         print("wanserve: WARNING: no API keys configured (WANSERVE_API_KEYS_FILE): the API is open to anyone "
               "who can reach it, as tenant 'default'; create keys with `wanserve keys add TENANT`", file=sys.stderr)
+    if args.operator and not app_args.admin_key:
+        # The local operator needs the admin endpoint even when tenants' keys are configured: give it a
+        # key of its own for this run only.
+        app_args = app_args.model_copy(update={"admin_key": secrets.token_urlsafe(24)})
     url = local.start(app_args, host=args.host, port=args.port)
-    operator = _start_operator(url, args, app_args.model_version) if args.operator else None
+    operator = _start_operator(url, args, app_args.model_version, app_args.admin_key) if args.operator else None
     print(f"\nwanserve is serving {app_args.model_version} at {url}  (API docs: {url}/docs)\n")
     print("Try it:")
     print(f"  curl -s {url}/v1/videos -H 'Content-Type: application/json' \\")
@@ -122,7 +126,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_operator(url: str, args: argparse.Namespace, model_version: str) -> Any:
+def _start_operator(url: str, args: argparse.Namespace, model_version: str, admin_key: str | None) -> Any:
     """The control loop beside the app: load -> tier, errors -> failover, as on a cluster."""
     import subprocess
     import tempfile
@@ -137,7 +141,8 @@ def _start_operator(url: str, args: argparse.Namespace, model_version: str) -> A
                "--interval", str(args.operator_interval), "--metrics-port", str(args.operator_metrics_port)]
     print(f"wanserve: operator running every {args.operator_interval}s "
           f"(its metrics: http://127.0.0.1:{args.operator_metrics_port}/metrics)", file=sys.stderr)
-    return subprocess.Popen(command)
+    # The key goes through the environment, not the command line, so `ps` does not show it.
+    return subprocess.Popen(command, env={**os.environ, "WANSERVE_ADMIN_KEY": admin_key or ""})
 
 
 def _keys_add(args: argparse.Namespace) -> int:

@@ -169,6 +169,7 @@ def local_app(
         redis_url=redis_server.url,
         candidate=ModelVersion(name=CANDIDATE_VERSION, model_dir=str(tiny_candidate_dir)),
         backup_instance=True,
+        allow_fault_injection=True,
         cache_ttl_seconds=600,
         lanes=LaneArgs(capacity=1, realtime_queue=8, batch_queue=12, batch_max_size=4, batch_wait_s=0.1),
         # Absent = open mode; tests/app/test_tenancy*.py write keys here and remove them (the ingress

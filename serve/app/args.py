@@ -81,6 +81,8 @@ class AppArgs(BaseModel):
     # Admin key for the policy endpoint (empty and no keys file: the endpoint is open locally). With a
     # keys file it still opens the admin routes (the local operator uses it), and nothing else.
     admin_key: str | None = None
+    # Drills only: let the policy's `faults` make a version/instance fail on purpose. Off by default.
+    allow_fault_injection: bool = False
     # Tenancy (docs/tenancy.md). The keys file holds tenants and their key hashes; absent file = open mode.
     api_keys_file: str | None = Field(default_factory=lambda: os.environ.get("WANSERVE_API_KEYS_FILE") or None)
     # Settings per tenant (admin, weight, shared cache, quotas) that win over the keys file's: the chart

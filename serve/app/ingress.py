@@ -120,6 +120,14 @@ async def operations_page() -> FileResponse:
     return FileResponse(_STATIC / "ops.html")
 
 
+def check_fault_injection(policy: ServingPolicy, allowed: bool) -> None:
+    """Faults are for drills: refuse them unless the app was started to accept them."""
+    if policy.faults and not allowed:
+        raise ApiError(400, "fault_injection_disabled",
+                       "this app does not accept fault injection; start it with allow_fault_injection: true "
+                       "(drills only)", "faults")
+
+
 @serve.deployment(name="Ingress")
 @serve.ingress(app)
 class Ingress:
@@ -186,7 +194,13 @@ class Ingress:
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve calls this with the deployment's user_config: the operator's policy lands here."""
         if "policy" in user_config and user_config["policy"] is not None:
-            self.service.set_policy(ServingPolicy.model_validate(user_config["policy"]))
+            policy = ServingPolicy.model_validate(user_config["policy"])
+            try:
+                check_fault_injection(policy, self.args.allow_fault_injection)
+            except ApiError as error:
+                log.error("ignoring the policy's fault injection: %s", error.message)
+                policy = policy.model_copy(update={"faults": ()})
+            self.service.set_policy(policy)
 
     async def check_health(self) -> None:
         # Serve calls this every few seconds: probe the stage instances and refresh this replica's gauges.
@@ -284,5 +298,6 @@ class Ingress:
     @app.put("/admin/policy", response_model=ServingPolicy, tags=["admin"])
     async def put_policy(self, policy: ServingPolicy, _: CallerDep) -> ServingPolicy:
         """Replace this replica's serving policy (local operator). On Kubernetes, use user_config."""
+        check_fault_injection(policy, self.args.allow_fault_injection)
         self.service.set_policy(policy)
         return self.service.policy
