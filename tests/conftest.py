@@ -171,7 +171,7 @@ def local_app(
         backup_instance=True,
         allow_fault_injection=True,
         cache_ttl_seconds=600,
-        lanes=LaneArgs(capacity=1, realtime_queue=8, batch_queue=12, batch_max_size=4, batch_wait_s=0.1),
+        lanes=LaneArgs(capacity=1, realtime_queue=8, batch_queue=12, batch_max_size=4, batch_wait_s=0.5),
         # Absent = open mode; tests/app/test_tenancy*.py write keys here and remove them (the ingress
         # re-reads the file within a second), so one app serves open and multi-tenant tests.
         api_keys_file=str(tmp_path_factory.mktemp("tenancy") / "api-keys.yaml"),
