@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -271,6 +272,26 @@ async def run_job(
     outcome.error_message = (video.get("error") or {}).get("message")
     outcome.latency_s = time.monotonic() - outcome.started
     return outcome
+
+
+# Requests that did not complete, by reason: benchmarks report them instead of stopping.
+FAILURES: Counter[str] = Counter()
+
+
+def did_not_complete(outcome: Outcome) -> bool:
+    """True (and counted in FAILURES) when the job did not end ``completed``."""
+    if outcome.final == "completed":
+        return False
+    reason = f"{outcome.final or f'HTTP {outcome.status}'}: {outcome.error_code or '-'}: {outcome.error_message or ''}"
+    FAILURES[reason[:300]] += 1
+    return True
+
+
+def failure_summary() -> str:
+    if not FAILURES:
+        return "every request completed"
+    lines = [f"{count} x {reason}" for reason, count in FAILURES.most_common(5)]
+    return f"{sum(FAILURES.values())} requests did not complete:\n  " + "\n  ".join(lines)
 
 
 def count_outcomes(outcomes: list[Outcome]) -> dict[str, int]:
