@@ -33,8 +33,9 @@ def processes() -> dict[int, str]:
             continue
         # Ray retitles actor processes ("ray::ServeReplica:wanserve:Denoiser"); others show their script.
         words = command[0].removeprefix("ray::").split(" ")
-        if words[0].endswith(("python", "python3")) and len(command) > 1:
-            words = [os.path.basename(command[1])]
+        scripts = [arg for arg in command[1:] if not arg.startswith("-")]
+        if words[0].endswith(("python", "python3")) and scripts:
+            words = [os.path.basename(scripts[0])]
         names[child.pid] = os.path.basename(words[0]) if "/" in words[0] else words[0]
     return names
 
