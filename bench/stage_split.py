@@ -21,6 +21,7 @@ from common import (
     failure_summary,
     goal_line,
     median,
+    metric,
     parse_args,
     run_job,
     say,
@@ -81,6 +82,11 @@ async def measure(url: str, pipe: object, request: dict[str, object], rounds: in
             ratios.append(served / direct)
             best = {"served": min(best["served"], served), "direct": min(best["direct"], direct)}
             say(f"round {seed}: served {served:.2f}s, direct {direct:.2f}s, ratio {served / direct:.3f}")
+        # Where the served time goes: compute per stage call as the replicas report it.
+        for stage in ("text_encoder", "denoiser", "decoder"):
+            total = await metric(client, "wanserve_stage_latency_seconds_sum", stage=stage)
+            calls = await metric(client, "wanserve_stage_latency_seconds_count", stage=stage)
+            say(f"served {stage}: {total / max(calls, 1):.2f}s per call ({calls:.0f} calls)")
     # On a busy machine the fastest run of each side is the least disturbed one.
     served, direct = best["served"], best["direct"]
     say(f"best served {served:.2f}s / best direct {direct:.2f}s = {served / direct:.3f}")
