@@ -278,15 +278,21 @@ class RedisJobStore:
                     self._pending_deletes.pop(job_id, None)
                 for job_id in list(self._pending_upserts):
                     job = await self._mirror.get(job_id)
+                    content = await self._mirror_content(job_id)
                     if job is not None:
-                        mp4 = await self._mirror.get_content(job_id, "video")
-                        thumb = await self._mirror.get_content(job_id, "thumbnail")
-                        content = (mp4, thumb) if mp4 is not None and thumb is not None else None
                         await self._link.call("jobs.flush", self._writer(job, content))
-                    self._pending_upserts.pop(job_id, None)
+                    # An update or the content may have landed in the mirror while we wrote (it saw the
+                    # job pending and left it to us): then keep it pending so the next flush sends it.
+                    if await self._mirror.get(job_id) == job and (await self._mirror_content(job_id)) == content:
+                        self._pending_upserts.pop(job_id, None)
             except RedisUnavailable:
                 return
             log.info("pushed the jobs written during the Redis outage to Redis")
+
+    async def _mirror_content(self, job_id: str) -> tuple[bytes, bytes] | None:
+        mp4 = await self._mirror.get_content(job_id, "video")
+        thumb = await self._mirror.get_content(job_id, "thumbnail")
+        return (mp4, thumb) if mp4 is not None and thumb is not None else None
 
     def _writer(self, job: VideoJob, content: tuple[bytes, bytes] | None) -> Callable[[Redis], Awaitable[None]]:
         return lambda r: self._write(r, job, content)

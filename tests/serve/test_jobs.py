@@ -254,6 +254,38 @@ async def test_writes_made_during_outage_reach_redis_when_it_returns(
     await other.aclose()
 
 
+async def test_an_update_made_while_the_outage_is_flushed_is_not_lost(
+    redis_url: str, redis_server: RedisServer, fast_link: RedisLink
+) -> None:
+    store = RedisJobStore(fast_link)
+    with redis_server.down():
+        job = await store.create(make_job())
+        await store.update(job.id, status="in_progress", progress=99)
+    await asyncio.sleep(0.15)  # past the breaker's cooldown
+
+    # The job's completion lands while the flush is writing the older, 99% copy to Redis.
+    real_call = fast_link.call
+    completed = False
+
+    async def call_with_a_concurrent_update(op: str, fn: Any) -> Any:
+        nonlocal completed
+        if op == "jobs.flush" and not completed:
+            completed = True
+            await store.update(job.id, status="completed", progress=100)
+        return await real_call(op, fn)
+
+    fast_link.call = call_with_a_concurrent_update  # type: ignore[method-assign]
+    await store.get(job.id)
+    fast_link.call = real_call  # type: ignore[method-assign]
+    await store.get(job.id)  # the next call sends what the first flush could not
+
+    other = RedisJobStore(redis_url)
+    got = await other.get(job.id)
+    assert got is not None and (got.status, got.progress) == ("completed", 100)
+    assert store.pending == 0
+    await other.aclose()
+
+
 async def test_outage_is_logged_once_and_counted_per_call(
     redis_url: str, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
