@@ -42,8 +42,8 @@ _CREATE_BODY = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/VideoCreate"}},
-            "multipart/form-data": {"schema": {"$ref": "#/components/schemas/VideoCreate"}},
+            "application/json": {"schema": VideoCreate.model_json_schema()},
+            "multipart/form-data": {"schema": VideoCreate.model_json_schema()},
         },
     }
 }

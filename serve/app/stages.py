@@ -7,7 +7,9 @@ for its own stage only. Heavy imports happen inside ``__init__`` so the ingress 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
@@ -16,11 +18,26 @@ from ray import serve
 from serve.app.messages import DecodeTask, DenoiseTask, EncodeTask, LatentsReady, Progress, VideoArtifact
 from serve.app.telemetry import Telemetry
 
+# How long, and how many of, its latents a Denoiser replica keeps alive for the Decoder to read
+# (about 20 MB each at 1280x704x121).
+LATENTS_KEPT = 64
+LATENTS_KEPT_SECONDS = 120.0
+
 
 def _load_versions(versions: dict[str, str | None], load: Callable[[str], Any]) -> dict[str, Any]:
     from serve.pipeline.checkpoint import resolve_model_dir
 
+    use_all_cores()
     return {name: load(str(resolve_model_dir(model_dir))) for name, model_dir in versions.items()}
+
+
+def use_all_cores() -> None:
+    """Ray sets OMP_NUM_THREADS=1 in actors that ask for 0 CPUs; on a CPU host give torch the cores
+    (``WANSERVE_TORCH_THREADS`` overrides)."""
+    import torch
+
+    threads = int(os.environ.get("WANSERVE_TORCH_THREADS") or os.cpu_count() or 1)
+    torch.set_num_threads(threads)
 
 
 def _pick(models: dict[str, Any], version: str) -> Any:
@@ -68,6 +85,10 @@ class DenoiserDeployment:
         self.telemetry = Telemetry()
         # One generation at a time per replica: concurrent torch runs would only share the same device.
         self._device_lock = asyncio.Lock()
+        # This replica owns the latents it puts in the object store. Ray can free such an object
+        # before the ingress's borrowed reference (nested in a streamed item) is registered, so the
+        # owner keeps the newest refs alive until the Decoder has surely read them.
+        self._recent_latents: deque[tuple[float, Any]] = deque(maxlen=LATENTS_KEPT)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
         self._denoise_batch.set_max_batch_size(int(config.get("batch_max_size", 4)))
@@ -129,7 +150,12 @@ class DenoiserDeployment:
                     getter.cancel()
             latents = await work
             self.telemetry.observe_stage("denoiser", time.perf_counter() - started)
-        yield [LatentsReady(ray.put(sample)) for sample in latents]
+        refs = [ray.put(sample) for sample in latents]
+        now = time.monotonic()
+        while self._recent_latents and now - self._recent_latents[0][0] > LATENTS_KEPT_SECONDS:
+            self._recent_latents.popleft()
+        self._recent_latents.extend((now, ref) for ref in refs)
+        yield [LatentsReady(ref) for ref in refs]
 
     def check_health(self) -> None:
         if not self.models:

@@ -18,6 +18,15 @@ BOARD_NAMESPACE = "wanserve"
 log = logging.getLogger(__name__)
 
 
+def _app_name() -> str:
+    try:
+        from ray import serve
+
+        return str(serve.get_replica_context().app_name)
+    except Exception:  # outside a replica
+        return "local"
+
+
 def _replica_id() -> str:
     try:
         from ray import serve
@@ -42,7 +51,8 @@ class Telemetry:
             self._actor = (
                 ray.remote(MetricsBoard)
                 .options(
-                    name=BOARD_NAME,
+                    # One board per application: two apps in one cluster keep their figures apart.
+                    name=f"{BOARD_NAME}-{_app_name()}",
                     namespace=BOARD_NAMESPACE,
                     lifetime="detached",
                     get_if_exists=True,
