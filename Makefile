@@ -38,8 +38,13 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check serve operators tests bench
 	$(VENV)/bin/mypy
 
-bench: install services ## CPU benchmarks; each prints its figures and a goal line
-	@for script in bench/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+BENCH_SCRIPTS := stage_split cache_hits priority batching burst memory gpu_fullsize
+
+bench: install services ## CPU benchmarks; each prints its figures and a goal line (bench/NAME.py [--quick] alone)
+	@for name in $(BENCH_SCRIPTS); do echo "== bench/$$name.py"; $(PY) bench/$$name.py || exit 1; done
+
+drill: install services ## failure drills: kill a Denoiser replica, stop Redis 20 s, injected errors -> failover
+	$(PY) bench/drills.py
 
 clean: ## remove caches and build outputs (keeps .venv)
 	rm -rf .pytest_cache .mypy_cache .ruff_cache build *.egg-info
