@@ -90,25 +90,9 @@ def unique_prompt(text: str = "a red fox jumping over a log") -> str:
 
 def bench_checkpoint() -> Path:
     """The tiny checkpoint with a wider transformer, built once into the wanserve cache."""
-    from serve.pipeline.checkpoint import cache_root
-    from serve.pipeline.tiny_checkpoint import TINY_CHECKPOINT_VERSION, build_tiny_checkpoint
+    from serve.pipeline.checkpoint import tiny_checkpoint_dir
 
-    sizes = "-".join(str(value) for value in BENCH_TRANSFORMER.values())
-    target = cache_root() / f"bench-wan2.2-ti2v-v{TINY_CHECKPOINT_VERSION}-{sizes}"
-    if (target / "TINY_CHECKPOINT").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".bench-", dir=target.parent))
-    try:
-        build_tiny_checkpoint(staging, seed=0, **BENCH_TRANSFORMER)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not (target / "TINY_CHECKPOINT").exists():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return tiny_checkpoint_dir(**BENCH_TRANSFORMER)
 
 
 # -- the local Serve application ----------------------------------------------------------------

@@ -19,15 +19,20 @@ def cache_root() -> Path:
     return Path(base)
 
 
-def tiny_checkpoint_dir() -> Path:
-    """The tiny checkpoint in the cache, built once; safe when several processes race to build it."""
-    target = cache_root() / f"tiny-wan2.2-ti2v-v{TINY_CHECKPOINT_VERSION}"
+def tiny_checkpoint_dir(**transformer_sizes: int) -> Path:
+    """The tiny checkpoint in the cache, built once; safe when several processes race to build it.
+
+    ``transformer_sizes`` (build_tiny_checkpoint's ``transformer_*`` knobs) name a wider variant,
+    cached beside the default one.
+    """
+    suffix = "".join(f"-{key.removeprefix('transformer_')}{value}" for key, value in sorted(transformer_sizes.items()))
+    target = cache_root() / f"tiny-wan2.2-ti2v-v{TINY_CHECKPOINT_VERSION}{suffix}"
     if (target / "TINY_CHECKPOINT").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
     try:
-        build_tiny_checkpoint(staging)
+        build_tiny_checkpoint(staging, **transformer_sizes)
         try:
             staging.rename(target)
         except OSError:
