@@ -14,6 +14,7 @@ class EncodeTask:
     model_version: str
     prompt: str
     negative_prompt: str | None
+    priority: int = 0  # 0 realtime, 1 batch: who gets the device first
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class LatentsReady:
 class DecodeTask:
     model_version: str
     fps: int
+    priority: int = 0  # 0 realtime, 1 batch
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 
 from serve.app.lanes import Lane
 from serve.app.messages import DecodeTask, DenoiseTask, EncodeTask, LatentsReady, Progress, VideoArtifact
+from serve.app.priority_lock import BATCH, REALTIME
 from serve.params import GenerationParams
 from serve.pipeline.stages import shape_of
 
@@ -36,7 +37,8 @@ class StageHandles:
     ) -> VideoArtifact:
         assert params.seed is not None, "the ingress assigns a seed before generating"
         negative = params.negative_prompt if params.uses_guidance else None
-        embeddings = self.text_encoder.encode.remote(EncodeTask(model_version, params.prompt, negative))
+        priority = REALTIME if lane == "realtime" else BATCH
+        embeddings = self.text_encoder.encode.remote(EncodeTask(model_version, params.prompt, negative, priority))
         task = DenoiseTask(job_id, model_version, shape_of(params), params.seed)
         streaming = self.denoiser.options(stream=True)
         method = streaming.denoise if lane == "realtime" else streaming.denoise_batched
@@ -48,7 +50,9 @@ class StageHandles:
                 ready = event
         if ready is None:
             raise RuntimeError("the denoiser finished without returning latents")
-        artifact: VideoArtifact = await self.decoder.decode.remote(DecodeTask(model_version, params.fps), ready)
+        artifact: VideoArtifact = await self.decoder.decode.remote(
+            DecodeTask(model_version, params.fps, priority), ready
+        )
         return artifact
 
     async def ping(self) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from ray import serve
 
 from serve.app.messages import DecodeTask, DenoiseTask, EncodeTask, LatentsReady, Progress, VideoArtifact
+from serve.app.priority_lock import BATCH, REALTIME, PriorityLock
 from serve.app.telemetry import Telemetry
 
 # How long, and how many of, its latents a Denoiser replica keeps alive for the Decoder to read
@@ -56,12 +57,14 @@ class TextEncoderDeployment:
 
         self.models = _load_versions(versions, lambda path: TextEncoder(path, device))
         self.telemetry = Telemetry()
+        self._device = PriorityLock()
 
     async def encode(self, task: EncodeTask) -> Any:
         model = _pick(self.models, task.model_version)
         negatives = None if task.negative_prompt is None else [task.negative_prompt]
-        started = time.perf_counter()
-        embeddings = await asyncio.to_thread(model.encode, [task.prompt], negatives)
+        async with self._device.hold(task.priority):
+            started = time.perf_counter()
+            embeddings = await asyncio.to_thread(model.encode, [task.prompt], negatives)
         self.telemetry.observe_stage("text_encoder", time.perf_counter() - started)
         return embeddings
 
@@ -83,8 +86,9 @@ class DenoiserDeployment:
 
         self.models = _load_versions(versions, lambda path: Denoiser(path, device, compile=compile))
         self.telemetry = Telemetry()
-        # One generation at a time per replica: concurrent torch runs would only share the same device.
-        self._device_lock = asyncio.Lock()
+        # One generation at a time per replica (concurrent torch runs would only share the device),
+        # and realtime work takes it before batch work that is already waiting.
+        self._device = PriorityLock()
         # This replica owns the latents it puts in the object store. Ray can free such an object
         # before the ingress's borrowed reference (nested in a streamed item) is registered, so the
         # owner keeps the newest refs alive until the Decoder has surely read them.
@@ -95,7 +99,7 @@ class DenoiserDeployment:
         self._denoise_batch.set_batch_wait_timeout_s(float(config.get("batch_wait_s", 0.2)))
 
     async def denoise(self, task: DenoiseTask, embeddings: Any) -> AsyncGenerator[Progress | LatentsReady, None]:
-        async for events in self._run_group([task], [embeddings]):
+        async for events in self._run_group([task], [embeddings], REALTIME):
             yield events[0]
 
     async def denoise_batched(
@@ -115,7 +119,8 @@ class DenoiserDeployment:
             groups.setdefault((task.model_version, task.shape), []).append(index)
         finished: set[int] = set()
         for members in groups.values():
-            async for events in self._run_group([tasks[i] for i in members], [embeddings[i] for i in members]):
+            group = ([tasks[i] for i in members], [embeddings[i] for i in members])
+            async for events in self._run_group(*group, BATCH):
                 row: list[Any] = [StopIteration if i in finished else Progress(0, 1) for i in range(len(tasks))]
                 for member, event in zip(members, events, strict=True):
                     row[member] = event
@@ -123,7 +128,7 @@ class DenoiserDeployment:
             finished.update(members)
 
     async def _run_group(
-        self, tasks: list[DenoiseTask], embeddings: list[Any]
+        self, tasks: list[DenoiseTask], embeddings: list[Any], priority: int
     ) -> AsyncGenerator[list[Progress | LatentsReady], None]:
         import ray
 
@@ -137,7 +142,7 @@ class DenoiserDeployment:
         def on_step(done: int, total: int) -> None:
             loop.call_soon_threadsafe(steps.put_nowait, Progress(done, total))
 
-        async with self._device_lock:
+        async with self._device.hold(priority):
             started = time.perf_counter()
             work = asyncio.ensure_future(asyncio.to_thread(model.denoise_batch, requests, on_step))
             while not (work.done() and steps.empty()):
@@ -175,11 +180,13 @@ class DecoderDeployment:
 
         self.models = _load_versions(versions, lambda path: Decoder(path, device))
         self.telemetry = Telemetry()
+        self._device = PriorityLock()
 
     async def decode(self, task: DecodeTask, ready: LatentsReady) -> VideoArtifact:
         latents = await ready.latents  # type: ignore[misc]
-        started = time.perf_counter()
-        artifact = await asyncio.to_thread(self._decode, task, latents)
+        async with self._device.hold(task.priority):
+            started = time.perf_counter()
+            artifact = await asyncio.to_thread(self._decode, task, latents)
         self.telemetry.observe_stage("decoder", time.perf_counter() - started)
         return artifact
 
