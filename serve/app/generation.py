@@ -14,22 +14,20 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
-
-from pydantic import ValidationError
 
 from serve.app.api_models import VideoCreate
 from serve.app.errors import ApiError
-from serve.app.lanes import LANES, Lane, LaneFull, PriorityLanes
+from serve.app.lanes import LANES, LaneFull, PriorityLanes
 from serve.app.messages import VideoArtifact
-from serve.app.routing import InstanceHealth, UnknownModel, apply_tier, choose_version, injected_fault
+from serve.app.planning import Plan, plan_request
+from serve.app.routing import InstanceHealth, injected_fault
 from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
-from serve.cache import CacheBackend, cache_key, deterministic_seed, normalise_prompt
-from serve.jobs import JobError, JobStore, ServedParams, VideoJob
+from serve.cache import CacheBackend
+from serve.jobs import JobError, JobStore, VideoJob
 from serve.moderation import Moderator
-from serve.params import GenerationParams, describe_errors
+from serve.params import GenerationParams
 from serve.policy import Instance, ServingPolicy
 from serve.tenancy.quotas import QuotaExceeded, QuotaKeeper, Refund
 
@@ -40,20 +38,6 @@ _T = TypeVar("_T")
 
 class InjectedFault(RuntimeError):
     """A drill asked this (version, instance) to fail."""
-
-
-@dataclass(frozen=True)
-class Plan:
-    """One accepted request, resolved: what to generate, where, and under which cache key."""
-
-    requested: GenerationParams
-    params: GenerationParams
-    model_version: str
-    lane: Lane
-    key: str
-    served: ServedParams | None
-    # Whose turn in the lane's fair queue this generation takes (the first requester's, when shared).
-    tenant: str
 
 
 def _seconds(params: GenerationParams) -> str:
@@ -247,34 +231,7 @@ class VideoService:
         self.quotas.start_job(tenant)
 
     def _plan(self, body: VideoCreate, tenant: str) -> Plan:
-        try:
-            version = choose_version(self._policy, self.versions, body.model, self._rng)
-        except UnknownModel as error:
-            raise ApiError(400, "model_not_found", str(error), "model") from None
-        seed = deterministic_seed(body.prompt, negative_prompt=body.negative_prompt, model_version=version)
-        try:
-            params = body.to_params(seed)
-        except ValidationError as error:
-            param = _first_param(error)
-            if param in ("width", "height") and body.size is not None:
-                param = "size"  # the client sent "size", not width/height
-            raise ApiError(400, "invalid_request", describe_errors(error), param) from None
-        except ValueError as error:
-            message = str(error)
-            raise ApiError(400, "invalid_request", message, message.split(":", 1)[0]) from None
-        # Generate from the normalised prompt: the cache treats whitespace/NFKC variants as one.
-        params = params.model_copy(update={"prompt": normalise_prompt(params.prompt)})
-        served_params, served = apply_tier(params, self._policy.tier)
-        scope = "shared" if body.shared_cache else f"tenant:{tenant}"
-        key = cache_key(
-            model_version=version, prompt=served_params.prompt, negative_prompt=served_params.negative_prompt,
-            width=served_params.width, height=served_params.height, num_frames=served_params.num_frames,
-            fps=served_params.fps, num_inference_steps=served_params.num_inference_steps,
-            guidance_scale=served_params.guidance_scale, seed=served_params.seed or 0,
-            scheduler=served_params.scheduler, scope=scope,
-        )
-        served_model = None if served is None else ServedParams(**served.model_dump())
-        return Plan(params, served_params, version, body.priority, key, served_model, tenant)
+        return plan_request(body, tenant, self._policy, self.versions, self._rng)
 
     async def _follow(self, job: VideoJob, plan: Plan, tenant: str, started: float) -> None:
         """Wait for the (possibly shared) generation and record this job's outcome."""
@@ -403,8 +360,3 @@ class VideoService:
         self.telemetry.replace_gauge("wanserve_rollout_weight", {
             (version,): self._policy.weights.get(version, 0.0) for version in self.versions
         })
-
-
-def _first_param(error: ValidationError) -> str | None:
-    errors = error.errors()
-    return ".".join(str(part) for part in errors[0]["loc"]) if errors else None

@@ -1,0 +1,74 @@
+"""From a create request to a plan: version, parameters, degradation tier and cache key.
+
+Pure: a function of the request, the tenant, the serving policy and a random source, so every rule
+(seed derivation, tier snapping, cache scope) is testable without Ray, Redis or HTTP.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from serve.app.api_models import VideoCreate
+from serve.app.errors import ApiError
+from serve.app.lanes import Lane
+from serve.app.routing import UnknownModel, apply_tier, choose_version
+from serve.cache import cache_key, deterministic_seed, normalise_prompt
+from serve.jobs import ServedParams
+from serve.params import GenerationParams, describe_errors
+from serve.policy import ServingPolicy
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One accepted request, resolved: what to generate, where, and under which cache key."""
+
+    requested: GenerationParams
+    params: GenerationParams
+    model_version: str
+    lane: Lane
+    key: str
+    served: ServedParams | None
+    # Whose turn in the lane's fair queue this generation takes (the first requester's, when shared).
+    tenant: str
+
+
+def plan_request(
+    body: VideoCreate, tenant: str, policy: ServingPolicy, versions: list[str], rng: random.Random
+) -> Plan:
+    """Resolve a request, or raise an ApiError (400) naming the field and what is allowed."""
+    try:
+        version = choose_version(policy, versions, body.model, rng)
+    except UnknownModel as error:
+        raise ApiError(400, "model_not_found", str(error), "model") from None
+    seed = deterministic_seed(body.prompt, negative_prompt=body.negative_prompt, model_version=version)
+    try:
+        params = body.to_params(seed)
+    except ValidationError as error:
+        param = _first_param(error)
+        if param in ("width", "height") and body.size is not None:
+            param = "size"  # the client sent "size", not width/height
+        raise ApiError(400, "invalid_request", describe_errors(error), param) from None
+    except ValueError as error:
+        message = str(error)
+        raise ApiError(400, "invalid_request", message, message.split(":", 1)[0]) from None
+    # Generate from the normalised prompt: the cache treats whitespace/NFKC variants as one.
+    params = params.model_copy(update={"prompt": normalise_prompt(params.prompt)})
+    served_params, served = apply_tier(params, policy.tier)
+    scope = "shared" if body.shared_cache else f"tenant:{tenant}"
+    key = cache_key(
+        model_version=version, prompt=served_params.prompt, negative_prompt=served_params.negative_prompt,
+        width=served_params.width, height=served_params.height, num_frames=served_params.num_frames,
+        fps=served_params.fps, num_inference_steps=served_params.num_inference_steps,
+        guidance_scale=served_params.guidance_scale, seed=served_params.seed or 0,
+        scheduler=served_params.scheduler, scope=scope,
+    )
+    served_model = None if served is None else ServedParams(**served.model_dump())
+    return Plan(params, served_params, version, body.priority, key, served_model, tenant)
+
+
+def _first_param(error: ValidationError) -> str | None:
+    errors = error.errors()
+    return ".".join(str(part) for part in errors[0]["loc"]) if errors else None

@@ -1,0 +1,58 @@
+"""plan_request: version routing, seeds, degradation tiers and cache keys, without Ray or Redis."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from serve.app.api_models import VideoCreate
+from serve.app.errors import ApiError
+from serve.app.planning import plan_request
+from serve.policy import DegradationTier, ServingPolicy
+
+VERSIONS = ["stable", "candidate"]
+POLICY = ServingPolicy(weights={"stable": 100})
+
+
+def _plan(policy=POLICY, tenant="team-a", **fields):  # type: ignore[no-untyped-def]
+    body = VideoCreate(prompt="a cat on a skateboard", size="512x256", num_frames=17, **fields)
+    return plan_request(body, tenant, policy, VERSIONS, random.Random(0))
+
+
+def test_a_request_without_a_seed_gets_the_same_seed_every_time():
+    assert _plan().params.seed == _plan().params.seed
+    assert _plan().key == _plan().key
+
+
+def test_the_seed_changes_the_cache_key_and_the_tenant_scopes_it():
+    assert _plan(seed=1).key != _plan(seed=2).key
+    assert _plan(tenant="team-a").key != _plan(tenant="team-b").key
+    assert _plan(tenant="team-a", shared_cache=True).key == _plan(tenant="team-b", shared_cache=True).key
+
+
+def test_weights_route_every_request_to_the_only_weighted_version():
+    assert {_plan().model_version for _ in range(20)} == {"stable"}
+    assert _plan(ServingPolicy(weights={"candidate": 100})).model_version == "candidate"
+
+
+def test_an_unserved_model_is_a_400_naming_the_served_ones():
+    with pytest.raises(ApiError) as refused:
+        _plan(model="sora-2")
+    assert refused.value.code == "model_not_found" and "stable, candidate" in refused.value.message
+
+
+def test_a_tier_shrinks_what_is_served_but_not_what_was_requested():
+    tier = DegradationTier(name="reduced", level=1, max_size="256x128", max_frames=9, max_steps=4)
+    plan = _plan(ServingPolicy(weights={"stable": 100}, tier=tier), num_inference_steps=20)
+    assert (plan.requested.width, plan.requested.height, plan.requested.num_frames) == (512, 256, 17)
+    assert (plan.params.width, plan.params.height, plan.params.num_frames, plan.params.num_inference_steps) == (
+        256, 128, 9, 4)
+    assert plan.served is not None and plan.served.tier == "reduced"
+    assert plan.key != _plan(num_inference_steps=20).key
+
+
+def test_an_off_grid_size_is_a_400_on_the_size_param():
+    with pytest.raises(ApiError) as refused:
+        plan_request(VideoCreate(prompt="x", size="250x256"), "t", POLICY, VERSIONS, random.Random(0))
+    assert refused.value.param == "size" and "multiple of 32" in refused.value.message
