@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from serve.policy import DEFAULT_TIERS, DegradationTier, parse_size
+from serve.policy import DEFAULT_TIERS, DegradationTier, SizeText
 
 
 class SpecModel(BaseModel):
@@ -25,19 +25,12 @@ class TierSpec(SpecModel):
     """One degradation tier plus the load thresholds that move into (enter) and out of (exit) it."""
 
     name: str = Field(min_length=1, max_length=32)
-    max_size: str | None = None
+    max_size: SizeText | None = None
     max_frames: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
     # The first tier is the undegraded base: it has no thresholds.
     enter_load: float | None = Field(default=None, gt=0)
     exit_load: float | None = Field(default=None, ge=0)
-
-    @field_validator("max_size")
-    @classmethod
-    def _size_is_wxh(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)
-        return value
 
     def to_degradation_tier(self, level: int) -> DegradationTier:
         """The data plane's tier; ``level`` is this tier's position in the list (0 = undegraded)."""

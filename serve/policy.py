@@ -8,9 +8,9 @@ plane never imports the operator: this module is the whole contract between them
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 Instance = Literal["primary", "backup"]
 
@@ -27,6 +27,15 @@ def parse_size(size: str) -> tuple[int, int]:
     return int(match.group(1)), int(match.group(2))
 
 
+def _checked_size(value: str) -> str:
+    parse_size(value)
+    return value
+
+
+SizeText = Annotated[str, AfterValidator(_checked_size)]
+"""A "WxH" string, checked wherever a model declares a size."""
+
+
 class DegradationTier(BaseModel):
     """Limits that one degradation tier puts on a request. ``None`` means no limit."""
 
@@ -35,16 +44,9 @@ class DegradationTier(BaseModel):
     name: str = Field(min_length=1, max_length=32)
     # Position in the operator's tier list (0 = full quality); exported as wanserve_degradation_tier.
     level: int = Field(default=0, ge=0)
-    max_size: str | None = Field(default=None, description='Largest area served, as "WxH"')
+    max_size: SizeText | None = Field(default=None, description='Largest area served, as "WxH"')
     max_frames: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
-
-    @field_validator("max_size")
-    @classmethod
-    def _size_is_wxh(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)
-        return value
 
     @property
     def max_area(self) -> int | None:

@@ -7,7 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serve.params import MAX_FRAMES, GenerationParams, Scheduler
-from serve.policy import TEMPORAL_FACTOR, parse_size
+from serve.policy import TEMPORAL_FACTOR, SizeText, parse_size
 
 
 class VideoCreate(BaseModel):
@@ -17,7 +17,7 @@ class VideoCreate(BaseModel):
 
     prompt: str = Field(description="What the video shows.")
     model: str | None = Field(default=None, description="Model version; default: routed by the rollout weights.")
-    size: str | None = Field(default=None, description='"WIDTHxHEIGHT", multiples of 32, e.g. "1280x704".')
+    size: SizeText | None = Field(default=None, description='"WIDTHxHEIGHT", multiples of 32, e.g. "1280x704".')
     seconds: float | None = Field(default=None, gt=0, le=60, description="Duration; sets num_frames from fps.")
     negative_prompt: str | None = None
     num_frames: int | None = Field(default=None, description="4k+1 frames; wins over seconds.")
@@ -29,13 +29,6 @@ class VideoCreate(BaseModel):
     priority: Literal["realtime", "batch"] = "realtime"
     # Tenants may opt in to the shared cache pool (issue: multi-tenant access).
     shared_cache: bool = False
-
-    @field_validator("size")
-    @classmethod
-    def _size_is_wxh(cls, value: str | None) -> str | None:
-        if value is not None:
-            parse_size(value)
-        return value
 
     @field_validator("seconds", mode="before")
     @classmethod

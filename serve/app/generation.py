@@ -99,7 +99,8 @@ class VideoService:
         self.cache_lookups = {"hit": 0, "miss": 0}
         # The last policy changes, newest first, for the operations page.
         self.decisions: deque[dict[str, Any]] = deque(maxlen=20)
-        lanes.on_change = self.publish_gauges
+        # Admissions and releases are the hot path: they only move the load gauges.
+        lanes.on_change = self.publish_load
         self.publish_gauges()
 
     # -- policy ---------------------------------------------------------------------------------
@@ -346,10 +347,15 @@ class VideoService:
                                    (plan.lane, plan.model_version, self._tenant_label(tenant)),
                                    time.monotonic() - started)
 
-    def publish_gauges(self) -> None:
+    def publish_load(self) -> None:
+        """Queue depths and running work: what changes on every admission and release."""
         for lane in LANES:
             self.telemetry.set_gauge("wanserve_queue_depth", (lane,), self.lanes.queue_depth(lane))
         self.telemetry.set_gauge("wanserve_inflight_requests", (), self.lanes.running)
+
+    def publish_gauges(self) -> None:
+        """Every gauge of this replica; on a policy change, health check or scrape."""
+        self.publish_load()
         self.telemetry.set_gauge("wanserve_capacity_requests", (), self.lanes.capacity)
         tier = self._policy.tier
         self.telemetry.replace_gauge("wanserve_degradation_tier", {(tier.name,): float(tier.level)})
