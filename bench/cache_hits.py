@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from common import (
     CHEAP,
-    RedisProcess,
+    BenchRedis,
     did_not_complete,
     failure_summary,
     goal_line,
@@ -106,7 +106,7 @@ def main() -> None:
 
     rounds, requests = (1, 40) if options.quick else (options.rounds, options.requests)
     say(f"concurrency {CONCURRENCY}, {rounds} rounds of {requests} requests per side")
-    with RedisProcess() as redis, serve_app(AppArgs(redis_url=redis.url)) as url:
+    with BenchRedis() as redis, serve_app(AppArgs(redis_url=redis.url)) as url:
         deploy_floor()
         asyncio.run(measure(url, rounds, requests))
 

@@ -10,7 +10,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from serve.local_redis import INSTALL_HINT, RedisProcess, find_redis_server, free_port
 
 # Make `serve` and `operators` importable when a script runs as `python bench/x.py`.
 REPO = Path(__file__).resolve().parent.parent
@@ -72,12 +73,6 @@ def median(values: list[float]) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.1f} ms"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def unique_prompt(text: str = "a red fox jumping over a log") -> str:
@@ -148,52 +143,16 @@ def deploy_beside(args: Any, name: str, route_prefix: str, base_url: str) -> str
 # -- Redis ----------------------------------------------------------------------------------------
 
 
-class RedisProcess:
-    """A redis-server subprocess on a free port, without persistence, that can be stopped and restarted."""
+class BenchRedis(RedisProcess):
+    """The project's local redis-server in a temporary folder, removed when the benchmark ends."""
 
     def __init__(self, persistent: bool = False) -> None:
-        # persistent: append-only file, so a stop and start keeps the data, as a production Redis would.
-        self.persistent = persistent
-        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-        if not Path(binary).exists():
-            raise SystemExit("redis-server not found: install it with `make services`")
-        self.binary = binary
-        self.port = free_port()
-        self.workdir = Path(tempfile.mkdtemp(prefix="wanserve-bench-redis-"))
-        self._proc: subprocess.Popen[bytes] | None = None
+        binary = find_redis_server()
+        if binary is None:
+            raise SystemExit(INSTALL_HINT)
+        super().__init__(binary, Path(tempfile.mkdtemp(prefix="wanserve-bench-redis-")), persistent)
 
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        import redis
-
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.workdir)]
-        self._proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            try:
-                with redis.Redis(port=self.port, socket_timeout=1) as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.05)
-        raise RuntimeError(f"redis-server on port {self.port} did not answer in {timeout_s}s")
-
-    def stop(self) -> None:
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
-
-    def __enter__(self) -> RedisProcess:
+    def __enter__(self) -> BenchRedis:
         self.start()
         return self
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import httpx
 from common import (
+    BenchRedis,
     Outcome,
-    RedisProcess,
     count_outcomes,
     describe_counts,
     get_policy,
@@ -97,7 +97,7 @@ async def kill_drill(client: httpx.AsyncClient, jobs: int) -> bool:
     return counts["lost"] == 0 and counts.get("5xx", 0) == 0 and later_counts["completed"] == 3
 
 
-async def redis_drill(client: httpx.AsyncClient, redis: RedisProcess, outage_s: float, quick: bool) -> bool:
+async def redis_drill(client: httpx.AsyncClient, redis: BenchRedis, outage_s: float, quick: bool) -> bool:
     hot = {"prompt": "a cat playing piano on a stage", "seed": 3, **CHEAP}
     await run_job(client, hot)
     phases: dict[str, list[asyncio.Task[Outcome]]] = {"before": [], "outage": [], "after": []}
@@ -177,7 +177,7 @@ async def until_failover(client: httpx.AsyncClient, version: str, interval: floa
     return None
 
 
-async def run(url: str, redis: RedisProcess, version: str, quick: bool, outage_s: float) -> None:
+async def run(url: str, redis: BenchRedis, version: str, quick: bool, outage_s: float) -> None:
     async with httpx.AsyncClient(base_url=url, timeout=120) as client:
         killed_ok = await kill_drill(client, 3 if quick else 8)
         redis_ok = await redis_drill(client, redis, outage_s, quick)
@@ -192,7 +192,7 @@ def main() -> None:
     from serve.app.args import AppArgs, LaneArgs
 
     outage_s = 3.0 if options.quick else options.outage_s
-    with RedisProcess(persistent=True) as redis:
+    with BenchRedis(persistent=True) as redis:
         args: Any = AppArgs(redis_url=redis.url, backup_instance=True, allow_fault_injection=True,
                             cache_ttl_seconds=600, lanes=LaneArgs(capacity=2, realtime_queue=32, batch_queue=64))
         with serve_app(args) as url:

@@ -15,7 +15,7 @@ import asyncio
 import os
 
 import httpx
-from common import CHEAP, RedisProcess, goal_line, parse_args, rss_mb, run_job, say, serve_app, unique_prompt
+from common import CHEAP, BenchRedis, goal_line, parse_args, rss_mb, run_job, say, serve_app, unique_prompt
 
 CONCURRENCY = 4
 HOT_PROMPTS = ["a cat playing piano", "waves on a rocky coast", "a red car in the rain"]
@@ -73,7 +73,7 @@ def main() -> None:
     from serve.app.args import AppArgs
 
     warm, total = (5, 20) if options.quick else (20, options.requests)
-    with RedisProcess() as redis, serve_app(AppArgs(redis_url=redis.url)) as url:
+    with BenchRedis() as redis, serve_app(AppArgs(redis_url=redis.url)) as url:
         failed = asyncio.run(send(url, warm, 0))
         before = snapshot()
         failed += asyncio.run(send(url, total - warm, warm))

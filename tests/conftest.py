@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import shutil
-import signal
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
+
+from serve.local_redis import RedisProcess, find_redis_server, free_port
 
 _INSTALL_HINT = (
     "redis-server not found: the tests need a real Redis. Install it with `make services` "
@@ -21,98 +17,13 @@ _INSTALL_HINT = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _find_redis_server() -> str | None:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    for candidate in ("/usr/bin/redis-server", "/usr/sbin/redis-server", "/usr/local/bin/redis-server"):
-        if Path(candidate).is_file():
-            return candidate
-    return None
-
-
-class RedisServer:
-    """A redis-server subprocess on a fixed port, with no persistence, that can go down and up."""
-
-    def __init__(self, binary: str, workdir: Path) -> None:
-        self.binary = binary
-        self.workdir = workdir
-        self.port = _free_port()
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
-    def client(self) -> redis.Redis:
-        """A synchronous client, for test setup and for looking at what the code under test wrote."""
-        return redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
-
-    def start(self, timeout_s: float = 10.0) -> None:
-        """Start (or restart, on the same port) and wait until it answers PING."""
-        if self.running:
-            return
-        command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1"]
-        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        with (self.workdir / "redis.log").open("ab") as log:
-            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self._proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited at start; see {self.workdir / 'redis.log'}")
-            try:
-                with self.client() as client:
-                    client.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer PING within {timeout_s} s")
-
-    def stop(self) -> None:
-        """Stop it, as an outage would: clients see refused connections until `start`."""
-        if self._proc is None:
-            return
-        self._proc.terminate()
-        try:
-            self._proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        self._proc = None
-
-    @contextmanager
-    def hung(self) -> Iterator[None]:
-        """Redis accepts connections but never answers inside the block (SIGSTOP), then resumes."""
-        assert self._proc is not None, "start the server first"
-        self._proc.send_signal(signal.SIGSTOP)
-        try:
-            yield
-        finally:
-            self._proc.send_signal(signal.SIGCONT)
-
-    @contextmanager
-    def down(self) -> Iterator[None]:
-        """Redis is stopped inside the block and running again after it, even if the test fails."""
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
+# The tests' Redis is the project's local one; the alias keeps the fixtures' type readable.
+RedisServer = RedisProcess
 
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    binary = _find_redis_server()
+    binary = find_redis_server()
     if binary is None:
         pytest.fail(_INSTALL_HINT, pytrace=False)
     server = RedisServer(binary, tmp_path_factory.mktemp("redis"))
@@ -176,7 +87,7 @@ def local_app(
         # re-reads the file within a second), so one app serves open and multi-tenant tests.
         api_keys_file=str(tmp_path_factory.mktemp("tenancy") / "api-keys.yaml"),
     )
-    url = local.start(args, port=_free_port(), num_cpus=2)
+    url = local.start(args, port=free_port(), num_cpus=2)
     _wait_ready(url)
     assert args.api_keys_file is not None
     yield LocalApp(url=url, stable_version=args.model_version, candidate_version=CANDIDATE_VERSION,
