@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,25 +87,8 @@ def local_app(
         api_keys_file=str(tmp_path_factory.mktemp("tenancy") / "api-keys.yaml"),
     )
     url = local.start(args, port=free_port(), num_cpus=2)
-    _wait_ready(url)
+    local.wait_ready(url)
     assert args.api_keys_file is not None
     yield LocalApp(url=url, stable_version=args.model_version, candidate_version=CANDIDATE_VERSION,
                    api_keys_file=args.api_keys_file)
     local.stop()
-
-
-def _wait_ready(url: str, timeout_s: float = 180.0) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    last = ""
-    while time.monotonic() < deadline:
-        try:
-            response = httpx.get(f"{url}/readyz", timeout=10)
-            if response.status_code == 200:
-                return
-            last = response.text
-        except httpx.HTTPError as error:
-            last = repr(error)
-        time.sleep(0.5)
-    raise RuntimeError(f"the local app at {url} did not become ready in {timeout_s}s: {last}")

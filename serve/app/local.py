@@ -38,6 +38,26 @@ def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, num_cpus: in
     return f"http://{host}:{port}"
 
 
+def wait_ready(url: str, timeout_s: float = 180.0, poll_s: float = 0.5) -> None:
+    """Wait until ``GET {url}/readyz`` answers 200 (every stage of every instance answers)."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            response = httpx.get(f"{url}/readyz", timeout=10)
+            if response.status_code == 200:
+                return
+            last = response.text
+        except httpx.HTTPError as error:
+            last = repr(error)
+        time.sleep(poll_s)
+    raise RuntimeError(f"the app at {url} did not become ready in {timeout_s:.0f}s: {last}")
+
+
 def stop() -> None:
     """Stop the local Ray instance and with it every replica. Serve's own graceful shutdown waits
     for each replica to drain, which takes tens of seconds on a busy laptop for no benefit here."""
