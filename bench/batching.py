@@ -17,6 +17,7 @@ import time
 
 import httpx
 from common import (
+    CHEAP,
     bench_checkpoint,
     deploy_beside,
     did_not_complete,
@@ -32,7 +33,6 @@ from common import (
 )
 
 FULL = {"size": "128x128", "num_frames": 9, "num_inference_steps": 8}
-QUICK = {"size": "64x64", "num_frames": 1, "num_inference_steps": 1}
 
 
 async def throughput(client: httpx.AsyncClient, request: dict[str, object], jobs: int) -> float:
@@ -76,7 +76,7 @@ def main() -> None:
     options = parse_args(__doc__, rounds=3, jobs=16)
     from serve.app.args import AppArgs, LaneArgs
 
-    request = QUICK if options.quick else FULL
+    request = CHEAP if options.quick else FULL
     rounds, jobs = (1, 4) if options.quick else (options.rounds, options.jobs)
     checkpoint = str(bench_checkpoint())
     lanes = LaneArgs(capacity=2, batch_queue=64, batch_max_size=4, batch_wait_s=0.2)

@@ -16,6 +16,7 @@ import time
 
 import httpx
 from common import (
+    CHEAP,
     Outcome,
     bench_checkpoint,
     deploy_beside,
@@ -33,7 +34,6 @@ from common import (
 )
 
 FULL = {"size": "128x128", "num_frames": 9, "num_inference_steps": 4}
-QUICK = {"size": "64x64", "num_frames": 1, "num_inference_steps": 1}
 
 
 async def realtime_p95(client: httpx.AsyncClient, request: dict[str, object], samples: int) -> float:
@@ -115,7 +115,7 @@ def main() -> None:
     options = parse_args(__doc__, rounds=3, samples=8, backlog=12)
     from serve.app.args import AppArgs, LaneArgs
 
-    request = QUICK if options.quick else FULL
+    request = CHEAP if options.quick else FULL
     rounds, samples, backlog = (1, 2, 3) if options.quick else (options.rounds, options.samples, options.backlog)
     checkpoint = str(bench_checkpoint())
     lanes = LaneArgs(capacity=2, realtime_queue=16, batch_queue=64, batch_max_size=4, batch_wait_s=0.1)
