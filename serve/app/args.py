@@ -88,8 +88,12 @@ class AppArgs(BaseModel):
     # Settings per tenant (admin, weight, shared cache, quotas) that win over the keys file's: the chart
     # renders them from values, the keys themselves come from a Secret.
     tenants: dict[str, TenantSettings] = Field(default_factory=dict)
-    # Quotas of every tenant that sets none of its own.
-    default_quotas: TenantQuotas = Field(default_factory=TenantQuotas)
+    # Quotas of every tenant that sets none of its own: never unlimited by default on a shared cluster.
+    default_quotas: TenantQuotas = Field(default_factory=lambda: TenantQuotas(
+        requests_per_minute=30, max_concurrent_jobs=8, daily_compute_units=200.0, max_storage_bytes=2 * 2**30))
+    # Largest width x height a request may ask for (before any degradation tier); the model's native
+    # 1280x704 by default, the area the chart sizes GPU memory for.
+    max_frame_area: int = Field(default=1280 * 704, ge=64 * 64)
     policy: ServingPolicy | None = None
 
     @property

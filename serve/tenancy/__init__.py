@@ -3,10 +3,12 @@
 - ``keys``: key generation and hashing, the keys file (``wanserve keys add``), tenant settings.
 - ``registry``: the tenants an ingress replica knows, re-read when the keys file changes.
 - ``access``: which routes are open, which need a key and which an admin key.
-- ``quotas``: requests per minute, concurrent jobs and daily video seconds per tenant.
+- ``quotas``: requests per minute, concurrent jobs and daily compute units per tenant.
+- ``cost``: what a video costs in compute units (1 unit = one default video with guidance).
 """
 
 from serve.tenancy.access import OPEN_PATHS, AccessDenied, Caller, authorize
+from serve.tenancy.cost import compute_units
 from serve.tenancy.keys import (
     KeysFile,
     TenantQuotas,
@@ -37,6 +39,7 @@ __all__ = [
     "TenantSettings",
     "add_key",
     "authorize",
+    "compute_units",
     "generate_key",
     "hash_key",
     "key_matches",

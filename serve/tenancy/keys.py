@@ -14,7 +14,8 @@ The keys file (YAML; JSON is YAML too)::
         admin: false
         weight: 2              # share of a lane when several tenants wait (weighted fair queuing)
         shared_cache_opt_in: true
-        quotas: {requests_per_minute: 60, max_concurrent_jobs: 4, daily_video_seconds: 600}
+        quotas: {requests_per_minute: 60, max_concurrent_jobs: 4, daily_compute_units: 100,
+                 max_storage_bytes: 1073741824}
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ class TenantQuotas(BaseModel):
 
     requests_per_minute: int | None = Field(default=None, ge=1, description="video creations per rolling minute")
     max_concurrent_jobs: int | None = Field(default=None, ge=1, description="jobs queued or generating at once")
-    daily_video_seconds: float | None = Field(
-        default=None, gt=0, description="requested seconds of video per UTC day"
+    daily_compute_units: float | None = Field(
+        default=None, gt=0, description="compute units per UTC day (1 unit = one default video; serve.tenancy.cost)"
     )
+    # Enforced by the ingress against the artifact store's usage of this tenant.
+    max_storage_bytes: int | None = Field(default=None, ge=1, description="bytes of stored videos at once")
 
 
 class TenantSettings(BaseModel):

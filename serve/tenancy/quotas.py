@@ -1,20 +1,22 @@
-"""Per-tenant quotas: video creations per rolling minute, concurrent jobs, video seconds per UTC day.
+"""Per-tenant quotas: video creations per rolling minute, concurrent jobs, compute units per UTC day.
 
 ``QuotaKeeper`` decides; a state backend remembers. ``MemoryQuotaState`` keeps the counts in this
 ingress replica (with N replicas a tenant can get up to N times its limits). ``RedisQuotaState``
-shares the rate window and the daily budget between replicas through Redis and falls back to its
+shares the rate window and the daily compute budget between replicas through Redis and falls back to its
 own in-memory copy while Redis is down (the limits then hold per replica until Redis returns).
 Concurrent jobs are always counted per replica: a job lives on the replica that accepted it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import math
 import secrets
 import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from serve.redis_link import RedisLink, RedisUnavailable
@@ -29,6 +31,17 @@ async def _no_refund() -> None:
     return None
 
 
+def _once(refund: Refund) -> Refund:
+    """``refund`` that does its work on the first call only: a caller's double refund costs nothing."""
+    pending = [refund]
+
+    async def once() -> None:
+        if pending:
+            await pending.pop()()
+
+    return once
+
+
 class QuotaExceeded(Exception):
     """A tenant hit ``limit``; answer 429 with ``Retry-After: retry_after``."""
 
@@ -37,16 +50,21 @@ class QuotaExceeded(Exception):
         self.tenant, self.limit, self.message, self.retry_after = tenant, limit, message, max(1, retry_after)
 
 
+@dataclass(frozen=True)
+class OverBudget:
+    """A charge refused: the day's budget would be passed. ``used`` is what the day had used already."""
+
+    used: float
+
+
 class QuotaState(Protocol):
     """Where the rate window and the daily totals live."""
 
     async def take_request(self, tenant: str, limit: int, now: float) -> float | None:
         """Count one request; None if within ``limit`` per minute, else seconds until one frees."""
 
-    async def add_seconds(self, tenant: str, day: str, seconds: float, budget: float) -> float | None:
-        """Add ``seconds`` to the day's total; None if within ``budget``, else the total already used."""
-
-    async def refund_seconds(self, tenant: str, day: str, seconds: float) -> None: ...
+    async def add_units(self, tenant: str, day: str, units: float, budget: float) -> Refund | OverBudget:
+        """Add ``units`` to the day's total if within ``budget``; the refund undoes it where it was added."""
 
 
 class MemoryQuotaState:
@@ -54,7 +72,7 @@ class MemoryQuotaState:
 
     def __init__(self) -> None:
         self._requests: dict[str, deque[float]] = {}
-        self._seconds: dict[tuple[str, str], float] = {}
+        self._units: dict[tuple[str, str], float] = {}
 
     async def take_request(self, tenant: str, limit: int, now: float) -> float | None:
         window = self._requests.setdefault(tenant, deque())
@@ -65,21 +83,30 @@ class MemoryQuotaState:
         window.append(now)
         return None
 
-    async def add_seconds(self, tenant: str, day: str, seconds: float, budget: float) -> float | None:
+    async def add_units(self, tenant: str, day: str, units: float, budget: float) -> Refund | OverBudget:
         # Yesterday's totals are never read again.
-        for stale in [key for key in self._seconds if key[1] != day]:
-            del self._seconds[stale]
-        used = self._seconds.get((tenant, day), 0.0)
-        if used + seconds > budget + 1e-9:
-            return used
-        self._seconds[(tenant, day)] = used + seconds
-        return None
+        for stale in [key for key in self._units if key[1] != day]:
+            del self._units[stale]
+        used = self._units.get((tenant, day), 0.0)
+        if used + units > budget + _EPSILON:
+            return OverBudget(used)
+        self._units[(tenant, day)] = used + units
 
-    async def refund_seconds(self, tenant: str, day: str, seconds: float) -> None:
+        async def refund() -> None:
+            self.refund_units(tenant, day, units)
+
+        return refund
+
+    def refund_units(self, tenant: str, day: str, units: float) -> None:
+        """Take ``units`` back, never below zero; a total already dropped (a past day) stays dropped."""
         key = (tenant, day)
-        if key in self._seconds:
-            self._seconds[key] = max(0.0, self._seconds[key] - seconds)
+        if key in self._units:
+            self._units[key] = max(0.0, self._units[key] - units)
 
+
+_EPSILON = 1e-9
+# The daily total outlives its day by one more, so a replica whose clock lags still finds it.
+_DAY_KEY_TTL_S = 2 * 86_400
 
 # Add first, then count and roll back if over: two replicas racing can both be refused, never both
 # let through past the limit.
@@ -96,24 +123,47 @@ end
 return false
 """
 
-_ADD_SECONDS_LUA = """
+# ARGV: units, budget, ttl seconds.
+_ADD_UNITS_LUA = """
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 if used + tonumber(ARGV[1]) > tonumber(ARGV[2]) + 1e-9 then return tostring(used) end
 redis.call('INCRBYFLOAT', KEYS[1], ARGV[1])
-redis.call('EXPIRE', KEYS[1], 172800)
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return false
+"""
+
+# A refund never creates the key (it expired: the day is over), never leaves it below zero, and
+# never leaves it without an expiry (SET ... KEEPTTL keeps it; a key that had none gets one).
+# ARGV: units, ttl seconds.
+_REFUND_UNITS_LUA = """
+local used = redis.call('GET', KEYS[1])
+if not used then return false end
+local left = tonumber(used) - tonumber(ARGV[1])
+if left < 1e-9 then left = 0 end
+redis.call('SET', KEYS[1], string.format('%.17g', left), 'KEEPTTL')
+if redis.call('TTL', KEYS[1]) < 0 then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
 return false
 """
 
 
 class RedisQuotaState:
-    """Quota counts in Redis, shared by every ingress replica; in memory while Redis is down."""
+    """Quota counts in Redis, shared by every ingress replica; in memory while Redis is down.
+
+    A refund goes back where its charge went: a charge taken in memory during an outage is refunded
+    in memory, so it can never lower the shared total for units that total never counted. A refund
+    Redis cannot take is dropped: the tenant is overcharged for the rest of the day, never undercharged.
+    """
 
     def __init__(self, link: RedisLink, prefix: str = "wanserve:quota") -> None:
         self._link = link
         self._prefix = prefix
         self._fallback = MemoryQuotaState()
         self._take = link.client.register_script(_TAKE_REQUEST_LUA)
-        self._add = link.client.register_script(_ADD_SECONDS_LUA)
+        self._add = link.client.register_script(_ADD_UNITS_LUA)
+        self._refund = link.client.register_script(_REFUND_UNITS_LUA)
+
+    def units_key(self, tenant: str, day: str) -> str:
+        return f"{self._prefix}:units:{tenant}:{day}"
 
     async def take_request(self, tenant: str, limit: int, now: float) -> float | None:
         key, member = f"{self._prefix}:rpm:{tenant}", f"{now:.6f}:{secrets.token_hex(4)}"
@@ -125,20 +175,22 @@ class RedisQuotaState:
             return await self._fallback.take_request(tenant, limit, now)
         return None if result is None else float(result)
 
-    async def add_seconds(self, tenant: str, day: str, seconds: float, budget: float) -> float | None:
-        key = f"{self._prefix}:seconds:{tenant}:{day}"
+    async def add_units(self, tenant: str, day: str, units: float, budget: float) -> Refund | OverBudget:
+        key = self.units_key(tenant, day)
         try:
-            result = await self._link.call("quota", lambda _: self._add(keys=[key], args=[seconds, budget]))
+            result = await self._link.call(
+                "quota", lambda _: self._add(keys=[key], args=[units, budget, _DAY_KEY_TTL_S])
+            )
         except RedisUnavailable:
-            return await self._fallback.add_seconds(tenant, day, seconds, budget)
-        return None if result is None else float(result)
+            return await self._fallback.add_units(tenant, day, units, budget)
+        if result is not None:
+            return OverBudget(float(result))
 
-    async def refund_seconds(self, tenant: str, day: str, seconds: float) -> None:
-        key = f"{self._prefix}:seconds:{tenant}:{day}"
-        try:
-            await self._link.call("quota", lambda client: client.incrbyfloat(key, -seconds))
-        except RedisUnavailable:
-            await self._fallback.refund_seconds(tenant, day, seconds)
+        async def refund() -> None:
+            with contextlib.suppress(RedisUnavailable):  # overcharged, never undercharged: see the class
+                await self._link.call("quota", lambda _: self._refund(keys=[key], args=[units, _DAY_KEY_TTL_S]))
+
+        return refund
 
 
 def _utc_day(now: float) -> str:
@@ -179,25 +231,24 @@ class QuotaKeeper:
                                 f"tenant {tenant!r} reached its requests_per_minute quota ({limit} new videos per "
                                 f"rolling minute); retry in {math.ceil(wait)}s", math.ceil(wait))
 
-    async def charge_seconds(self, tenant: str, seconds: float) -> Refund:
-        """Charge ``seconds`` to today's ``daily_video_seconds``; returns the refund (for a refused job)."""
-        budget = self._quotas_of(tenant).daily_video_seconds
+    async def charge_compute(self, tenant: str, units: float) -> Refund:
+        """Charge ``units`` (``serve.tenancy.cost.compute_units``) to today's ``daily_compute_units``.
+
+        Returns the refund for a job refused or failed later; calling it more than once refunds once.
+        """
+        budget = self._quotas_of(tenant).daily_compute_units
         if budget is None:
             return _no_refund
         now = self._clock()
-        day = _utc_day(now)
-        used = await self.state.add_seconds(tenant, day, seconds, budget)
-        if used is not None:
+        charged = await self.state.add_units(tenant, _utc_day(now), units, budget)
+        if isinstance(charged, OverBudget):
             wait = seconds_to_utc_midnight(now)
-            raise QuotaExceeded(tenant, "daily_video_seconds",
-                                f"tenant {tenant!r} reached its daily_video_seconds quota: {used:.2f} of {budget:g} "
-                                f"video seconds used today (UTC) and this video asks for {seconds:.2f}; the budget "
+            raise QuotaExceeded(tenant, "daily_compute_units",
+                                f"tenant {tenant!r} reached its daily_compute_units quota: {charged.used:.4g} of "
+                                f"{budget:g} compute units used today (UTC) and this video asks for {units:.4g} "
+                                f"(1 unit = one 1280x704, 121-frame, 50-step video with guidance); the budget "
                                 f"resets at 00:00 UTC, in {wait}s", wait)
-
-        async def refund() -> None:
-            await self.state.refund_seconds(tenant, day, seconds)
-
-        return refund
+        return _once(charged)
 
     def start_job(self, tenant: str) -> None:
         """Count a job that will queue or generate against ``max_concurrent_jobs``."""

@@ -8,8 +8,9 @@ import pytest
 
 from serve.app.api_models import VideoCreate
 from serve.app.errors import ApiError
-from serve.app.planning import plan_request
+from serve.app.planning import Plan, plan_request
 from serve.policy import DegradationTier, ServingPolicy
+from serve.tenancy import compute_units
 
 VERSIONS = ["stable", "candidate"]
 POLICY = ServingPolicy(weights={"stable": 100})
@@ -56,3 +57,43 @@ def test_an_off_grid_size_is_a_400_on_the_size_param():
     with pytest.raises(ApiError) as refused:
         plan_request(VideoCreate(prompt="x", size="250x256"), "t", POLICY, VERSIONS, random.Random(0))
     assert refused.value.param == "size" and "multiple of 32" in refused.value.message
+
+
+def _plan_size(size: str, policy: ServingPolicy = POLICY, **limits: int) -> Plan:
+    return plan_request(VideoCreate(prompt="x", size=size, num_frames=17), "t", policy, VERSIONS, random.Random(0),
+                        **limits)
+
+
+def test_a_frame_larger_than_the_native_area_is_a_400_naming_the_limit_and_sizes_that_fit():
+    with pytest.raises(ApiError) as refused:
+        _plan_size("1280x1280")
+    error = refused.value
+    assert (error.status, error.code, error.param) == (400, "invalid_request", "size")
+    for text in ("1638400", "901120", "1280x704", "704x1280"):
+        assert text in error.message
+
+
+@pytest.mark.parametrize("size", ["1280x704", "704x1280", "1024x576"])
+def test_the_native_area_in_either_orientation_is_accepted(size):
+    assert _plan_size(size).requested.size == size
+
+
+def test_the_frame_area_limit_is_configurable():
+    assert _plan_size("1280x1280", max_frame_area=1280 * 1280).requested.size == "1280x1280"
+    with pytest.raises(ApiError) as refused:
+        _plan_size("1280x704", max_frame_area=512 * 256)
+    assert refused.value.param == "size" and "131072" in refused.value.message
+
+
+def test_the_frame_area_limit_applies_to_the_request_before_any_tier():
+    tier = DegradationTier(name="reduced", level=1, max_size="256x128", max_frames=9, max_steps=4)
+    with pytest.raises(ApiError):
+        _plan_size("1280x1280", ServingPolicy(weights={"stable": 100}, tier=tier))
+
+
+def test_the_plan_costs_what_was_requested_not_what_a_tier_serves():
+    tier = DegradationTier(name="reduced", level=1, max_size="256x128", max_frames=9, max_steps=4)
+    plan = _plan(ServingPolicy(weights={"stable": 100}, tier=tier), num_inference_steps=20)
+    assert plan.compute_units == pytest.approx(compute_units(plan.requested))
+    assert plan.compute_units == pytest.approx(512 * 256 / (1280 * 704) * 17 / 121 * 20 / 50)
+    assert compute_units(plan.params) < plan.compute_units

@@ -28,7 +28,8 @@ TENANTS: dict[str, dict[str, Any]] = {
     "ops": {"admin": True},
     "rate-limited": {"quotas": {"requests_per_minute": 3}},
     "job-limited": {"quotas": {"max_concurrent_jobs": 1}},
-    "seconds-limited": {"quotas": {"daily_video_seconds": 0.5}},
+    # One small_body(num_frames=9) costs 128*64/(1280*704) * 9/121 * 2/50 = 2.7e-5 compute units.
+    "compute-limited": {"quotas": {"daily_compute_units": 4e-5}},
     "flooder": {},
     "latecomer": {},
 }
@@ -190,15 +191,15 @@ def test_max_concurrent_jobs_is_429_with_retry_after(tenancy):
         assert client.post("/v1/videos", json=small_body()).status_code == 200
 
 
-def test_daily_video_seconds_is_429_until_utc_midnight(tenancy):
-    with tenancy.client("seconds-limited") as client:
-        first = client.post("/v1/videos", json=small_body(num_frames=9, fps=24))  # 0.375 s of 0.5
+def test_daily_compute_units_is_429_until_utc_midnight(tenancy):
+    with tenancy.client("compute-limited") as client:
+        first = client.post("/v1/videos", json=small_body(num_frames=9))  # 2.7e-5 units of 4e-5
         assert first.status_code == 200, first.text
-        refused = client.post("/v1/videos", json=small_body(num_frames=9, fps=24))
+        refused = client.post("/v1/videos", json=small_body(num_frames=9))
         error = tenancy.error(refused, 429)
-        assert error["code"] == "quota_exceeded" and "daily_video_seconds" in error["message"]
+        assert error["code"] == "quota_exceeded" and "daily_compute_units" in error["message"]
         assert 0 < int(refused.headers["Retry-After"]) <= 86_400
-        assert _quota_rejections(client, "seconds-limited", "daily_video_seconds") >= 1
+        assert _quota_rejections(client, "compute-limited", "daily_compute_units") >= 1
         wait_done(client, first.json()["id"])
 
 

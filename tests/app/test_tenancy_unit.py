@@ -200,21 +200,6 @@ async def test_requests_per_minute_is_a_rolling_window_with_retry_after(quota_st
     await keeper.take_request("a")
 
 
-async def test_daily_video_seconds_resets_at_utc_midnight(quota_state):
-    clock = FakeClock()
-    clock.now = 1_700_006_400.0 - 100  # 100 s before a UTC midnight
-    keeper = _keeper(quota_state, clock, daily_video_seconds=10)
-    await keeper.charge_seconds("a", 6)
-    with pytest.raises(QuotaExceeded) as refused:
-        await keeper.charge_seconds("a", 5)
-    assert refused.value.limit == "daily_video_seconds" and refused.value.retry_after == 100
-    refund = await keeper.charge_seconds("a", 4)
-    await refund()
-    await keeper.charge_seconds("a", 4)
-    clock.now += 100
-    await keeper.charge_seconds("a", 10)
-
-
 def test_concurrent_jobs_are_counted_until_they_finish():
     keeper = _keeper(MemoryQuotaState(), FakeClock(), max_concurrent_jobs=2)
     keeper.start_job("a")
