@@ -67,7 +67,7 @@ async def _run_local(args: argparse.Namespace) -> int:
     if args.metrics_port:
         metrics.serve(args.metrics_port)
     controller = LocalController(
-        spec, source_for(spec.metrics, f"{base}/metrics"), LocalActuator(base, args.admin_key), metrics
+        spec, source_for(spec.metrics, f"{base}/metrics", args.admin_key or None), LocalActuator(base, args.admin_key), metrics
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

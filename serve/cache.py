@@ -23,7 +23,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from serve.redis_link import ErrorHook, RedisLink, RedisUnavailable
+from serve.redis_link import ErrorHook, RedisLink, RedisRequestError, RedisUnavailable
 
 # Bump when the key's inputs or their encoding change, so old entries stop matching.
 CACHE_KEY_VERSION = 1
@@ -157,7 +157,7 @@ class ResultCache:
     async def get(self, key: str) -> CachedResult | None:
         try:
             raw = await self._link.call("cache.get", lambda r: self._hgetall(r, self._prefix + key))
-        except RedisUnavailable:
+        except (RedisUnavailable, RedisRequestError):
             return None
         if b"mp4" not in raw or b"thumbnail" not in raw:
             return None
@@ -166,7 +166,7 @@ class ResultCache:
     async def put(self, key: str, mp4: bytes, thumbnail: bytes, ttl: int) -> None:
         try:
             await self._link.call("cache.put", lambda r: self._put(r, self._prefix + key, mp4, thumbnail, ttl))
-        except RedisUnavailable:
+        except (RedisUnavailable, RedisRequestError):
             return
 
     async def aclose(self) -> None:

@@ -39,13 +39,25 @@ class RedisProcess:
     """redis-server on a free loopback port, writing into ``workdir``.
 
     ``persistent`` keeps an append-only file, so a stop and start keeps the data as a production
-    Redis would; otherwise a restart comes back empty.
+    Redis would; otherwise a restart comes back empty. ``password`` starts it with
+    ``--requirepass`` as the chart's Redis runs (``url`` then carries no password, as the chart's
+    app args don't); ``extra_args`` are more redis-server flags (``--maxmemory`` ...).
     """
 
-    def __init__(self, binary: str, workdir: Path, persistent: bool = False) -> None:
+    def __init__(
+        self,
+        binary: str,
+        workdir: Path,
+        persistent: bool = False,
+        *,
+        password: str | None = None,
+        extra_args: tuple[str, ...] = (),
+    ) -> None:
         self.binary = binary
         self.workdir = workdir
         self.persistent = persistent
+        self.password = password
+        self.extra_args = extra_args
         self.port = free_port()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -59,14 +71,15 @@ class RedisProcess:
 
     def client(self) -> redis.Redis:
         """A synchronous client, for setting up and for looking at what the code under test wrote."""
-        return redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1)
+        return redis.Redis.from_url(self.url, socket_timeout=1, socket_connect_timeout=1, password=self.password)
 
     def start(self, timeout_s: float = 10.0) -> None:
         """Start (or restart, on the same port) and wait until it answers PING."""
         if self.running:
             return
         command = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                   "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.workdir)]
+                   "--appendonly", "yes" if self.persistent else "no", "--dir", str(self.workdir),
+                   *(["--requirepass", self.password] if self.password else []), *self.extra_args]
         with (self.workdir / "redis.log").open("ab") as log:
             self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s

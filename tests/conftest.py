@@ -45,14 +45,45 @@ def redis_url(redis_server: RedisServer) -> str:
 CANDIDATE_VERSION = "wan-candidate"
 
 
+# Quotas no test reaches unless it means to (each quota test sets its own tenant's).
+ROOMY_QUOTAS = {"requests_per_minute": 100_000, "max_concurrent_jobs": 1_000, "daily_compute_units": 1e9,
+                "max_storage_bytes": 2**40}
+
+
 @dataclass(frozen=True)
 class LocalApp:
-    """The running app: its base URL and how it was configured."""
+    """The running app: its base URL and how it was configured.
+
+    It runs keyed, as a cluster does: ``key`` belongs to the tenant ``tests`` (an admin tenant: it
+    may also read /metrics and steer the policy), ``admin_key`` is the app's admin key.
+    """
 
     url: str
     stable_version: str
     candidate_version: str
     api_keys_file: str
+    key: str
+    admin_key: str
+
+    def keys_file_with(self, tenants: dict[str, dict[str, object]]) -> str:
+        """The keys file's text with ``tenants`` added to the session's own tenant."""
+        return keys_file_text({**tenants, "tests": self._tests_tenant()})
+
+    def _tests_tenant(self) -> dict[str, object]:
+        return {"admin": True, "shared_cache_opt_in": True, "quotas": ROOMY_QUOTAS, "key_hashes": [self.key_hash]}
+
+    @property
+    def key_hash(self) -> str:
+        return _KEY_HASHES[self.key]
+
+
+_KEY_HASHES: dict[str, str] = {}
+
+
+def keys_file_text(tenants: dict[str, dict[str, object]]) -> str:
+    import yaml
+
+    return yaml.safe_dump({"version": 1, "tenants": tenants}, sort_keys=False)
 
 
 @pytest.fixture(scope="session")
@@ -74,21 +105,31 @@ def local_app(
     """
     from serve.app import local
     from serve.app.args import AppArgs, LaneArgs, ModelVersion
+    from serve.tenancy import TenantQuotas, generate_key, hash_key
 
+    key, admin_key = generate_key(), generate_key()
+    _KEY_HASHES[key] = hash_key(key)
+    keys_path = tmp_path_factory.mktemp("tenancy") / "api-keys.yaml"
+    keys_path.write_text(keys_file_text({"tests": {"admin": True, "shared_cache_opt_in": True,
+                                                   "quotas": ROOMY_QUOTAS, "key_hashes": [_KEY_HASHES[key]]}}))
     args = AppArgs(
         redis_url=redis_server.url,
         candidate=ModelVersion(name=CANDIDATE_VERSION, model_dir=str(tiny_candidate_dir)),
         backup_instance=True,
         allow_fault_injection=True,
         cache_ttl_seconds=600,
-        lanes=LaneArgs(capacity=1, realtime_queue=8, batch_queue=12, batch_max_size=4, batch_wait_s=0.5),
-        # Absent = open mode; tests/app/test_tenancy*.py write keys here and remove them (the ingress
-        # re-reads the file within a second), so one app serves open and multi-tenant tests.
-        api_keys_file=str(tmp_path_factory.mktemp("tenancy") / "api-keys.yaml"),
+        # One tenant may fill a lane here: the fairness tests flood it (the share cap is unit-tested).
+        lanes=LaneArgs(capacity=1, realtime_queue=8, batch_queue=12, batch_max_size=4, batch_wait_s=0.5,
+                       tenant_queue_share=1.0),
+        # Keyed, as on a cluster; tests/app/test_tenancy.py adds tenants here and puts the file back (the
+        # ingress re-reads it within a second).
+        api_keys_file=str(keys_path),
+        admin_key=admin_key,
+        default_quotas=TenantQuotas(**ROOMY_QUOTAS),  # type: ignore[arg-type]
     )
     url = local.start(args, port=free_port(), num_cpus=2)
     local.wait_ready(url)
     assert args.api_keys_file is not None
     yield LocalApp(url=url, stable_version=args.model_version, candidate_version=CANDIDATE_VERSION,
-                   api_keys_file=args.api_keys_file)
+                   api_keys_file=args.api_keys_file, key=key, admin_key=admin_key)
     local.stop()

@@ -19,15 +19,19 @@ def parse_exposition(text: str, taken_at: float) -> MetricsSnapshot:
 
 
 class ScrapeSource:
-    """GET ``{url}`` (the ingress's /metrics) and parse it; any failure gives a no-data snapshot."""
+    """GET ``{url}`` (the ingress's /metrics) and parse it; any failure gives a no-data snapshot.
 
-    def __init__(self, url: str, timeout_seconds: float = 5.0) -> None:
+    A keyed ingress serves /metrics only to its metrics key or an admin key: ``bearer_token``.
+    """
+
+    def __init__(self, url: str, timeout_seconds: float = 5.0, bearer_token: str | None = None) -> None:
         self.url = url
         self.timeout_seconds = timeout_seconds
+        self._headers = {"Authorization": f"Bearer {bearer_token}"} if bearer_token else {}
 
     async def read(self, now: float) -> MetricsSnapshot:
         try:
-            async with httpx.AsyncClient(timeout=self.timeout_seconds) as client:
+            async with httpx.AsyncClient(timeout=self.timeout_seconds, headers=self._headers) as client:
                 response = await client.get(self.url)
                 response.raise_for_status()
             return parse_exposition(response.text, now)

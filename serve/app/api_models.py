@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from serve.params import MAX_FRAMES, GenerationParams, Scheduler
+from serve.params import MAX_FRAMES, MAX_PROMPT_CHARS, GenerationParams, Scheduler
 from serve.policy import TEMPORAL_FACTOR, SizeText, parse_size
 
 
@@ -15,11 +15,12 @@ class VideoCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    prompt: str = Field(description="What the video shows.")
-    model: str | None = Field(default=None, description="Model version; default: routed by the rollout weights.")
+    prompt: str = Field(max_length=MAX_PROMPT_CHARS, description="What the video shows.")
+    model: str | None = Field(default=None, max_length=64,
+                              description="Model version; default: routed by the rollout weights.")
     size: SizeText | None = Field(default=None, description='"WIDTHxHEIGHT", multiples of 32, e.g. "1280x704".')
     seconds: float | None = Field(default=None, gt=0, le=60, description="Duration; sets num_frames from fps.")
-    negative_prompt: str | None = None
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
     num_frames: int | None = Field(default=None, description="4k+1 frames; wins over seconds.")
     fps: int | None = None
     num_inference_steps: int | None = None

@@ -54,6 +54,9 @@ class LaneArgs(BaseModel):
     batch_queue: int = Field(default=64, ge=1)
     batch_max_size: int = Field(default=4, ge=1)
     batch_wait_s: float = Field(default=0.2, ge=0)
+    # The share of each lane's queue one tenant may hold (at least one request): a tenant that floods
+    # a lane gets 429 while the others still get in.
+    tenant_queue_share: float = Field(default=0.5, gt=0, le=1)
 
 
 class AppArgs(BaseModel):
@@ -69,7 +72,11 @@ class AppArgs(BaseModel):
     backup_instance: bool = False
     device: Literal["cpu", "cuda"] | None = None
     compile_transformer: bool = False
+    # The durable Redis (jobs, quotas): run it with `maxmemory-policy noeviction`. Its password comes
+    # from the URL or WANSERVE_REDIS_PASSWORD; `rediss://` for TLS (serve/redis_link.py).
     redis_url: str | None = None
+    # The result cache's Redis (`allkeys-lru`: entries may be evicted). Unset: the same as redis_url.
+    cache_redis_url: str | None = None
     job_ttl_seconds: int = Field(default=24 * 3600, ge=60)
     cache_ttl_seconds: int = Field(default=3600, ge=0)
     blocklist_file: str | None = None
@@ -78,9 +85,13 @@ class AppArgs(BaseModel):
     denoiser: StageArgs = Field(default_factory=StageArgs)
     decoder: StageArgs = Field(default_factory=StageArgs)
     ingress: StageArgs = Field(default_factory=lambda: StageArgs(max_ongoing_requests=256, max_queued_requests=-1))
-    # Admin key for the policy endpoint (empty and no keys file: the endpoint is open locally). With a
-    # keys file it still opens the admin routes (the local operator uses it), and nothing else.
-    admin_key: str | None = None
+    # The admin key: opens /admin/*, /metrics and /v1/ops, never a tenant route. Without one the admin
+    # routes are closed (serve/tenancy/access.py).
+    admin_key: str | None = Field(default_factory=lambda: os.environ.get("WANSERVE_ADMIN_KEY") or None)
+    # Opens only /metrics and /v1/ops in keyed mode: what Prometheus carries.
+    metrics_key: str | None = Field(default_factory=lambda: os.environ.get("WANSERVE_METRICS_KEY") or None)
+    # Largest request body; JSON and multipart forms only.
+    max_body_bytes: int = Field(default=1 * 2**20, ge=1024)
     # Drills only: let the policy's `faults` make a version/instance fail on purpose. Off by default.
     allow_fault_injection: bool = False
     # Tenancy (docs/tenancy.md). The keys file holds tenants and their key hashes; absent file = open mode.
@@ -95,6 +106,10 @@ class AppArgs(BaseModel):
     # 1280x704 by default, the area the chart sizes GPU memory for.
     max_frame_area: int = Field(default=1280 * 704, ge=64 * 64)
     policy: ServingPolicy | None = None
+
+    @property
+    def result_cache_url(self) -> str | None:
+        return self.cache_redis_url or self.redis_url
 
     @property
     def versions(self) -> list[ModelVersion]:

@@ -25,7 +25,7 @@ from serve.app.routing import InstanceHealth, injected_fault
 from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
 from serve.cache import CacheBackend
-from serve.jobs import JobError, JobStore, VideoJob
+from serve.jobs import JobBacklogFull, JobError, JobStore, VideoJob
 from serve.moderation import Moderator
 from serve.params import GenerationParams
 from serve.policy import Instance, ServingPolicy
@@ -78,8 +78,10 @@ class VideoService:
         rng: random.Random | None = None,
         quotas: QuotaKeeper | None = None,
         tenant_label: Callable[[str], str] = str,
+        max_frame_area: int = 1280 * 704,
     ) -> None:
         self.versions = versions
+        self.max_frame_area = max_frame_area
         self.instances = instances
         self.store = store
         self.cache = cache
@@ -157,26 +159,38 @@ class VideoService:
     async def submit(self, body: VideoCreate, tenant: str = "default") -> VideoJob:
         """Accept a request (or refuse it with an ApiError) and start generating in the background."""
         started = time.monotonic()
+        model_label = self._model_label(body.model)
         if self.quotas is not None:
-            await self._within_quota(self.quotas.take_request(tenant), tenant, body.priority, body.model or "-")
+            await self._within_quota(self.quotas.take_request(tenant), tenant, body.priority, model_label)
         verdict = self.moderator.check(body.prompt)
         if not verdict.allowed:
             self.telemetry.inc("wanserve_moderation_blocked_total")
-            self._count("rejected", body.priority, body.model or "-", tenant)
+            self._count("rejected", body.priority, model_label, tenant)
             raise ApiError(400, "moderation_blocked",
                            f"the prompt was refused by moderation: it contains the blocked term {verdict.matched!r}",
                            "prompt")
-        plan = self._plan(body, tenant)
+        try:
+            plan = self._plan(body, tenant)
+        except ApiError:
+            self._count("rejected", body.priority, model_label, tenant)
+            raise
         refund: Refund | None = None
         if self.quotas is not None:
             refund = await self._within_quota(
-                self.quotas.charge_seconds(tenant, plan.requested.seconds), tenant, plan.lane, plan.model_version)
+                self.quotas.charge_compute(tenant, plan.compute_units), tenant, plan.lane, plan.model_version)
         try:
-            return await self._accept(body, plan, tenant, started)
+            return await self._accept(body, plan, tenant, started, refund)
         except ApiError:
             if refund is not None:
                 await refund()
             raise
+
+    def _model_label(self, model: str | None) -> str:
+        # A client's string becomes a metric label only once it names a served version: label
+        # values stay bounded whatever tenants send.
+        if model is None:
+            return "-"
+        return model if model in self.versions else "unknown"
 
     async def _within_quota(self, check: Awaitable[_T], tenant: str, lane: str, version: str) -> _T:
         """Await a quota check; a refusal becomes a 429 naming the limit, and is counted."""
@@ -188,7 +202,9 @@ class VideoService:
             code = "rate_limit_exceeded" if error.limit == "requests_per_minute" else "quota_exceeded"
             raise ApiError(429, code, error.message, headers={"Retry-After": str(error.retry_after)}) from None
 
-    async def _accept(self, body: VideoCreate, plan: Plan, tenant: str, started: float) -> VideoJob:
+    async def _accept(
+        self, body: VideoCreate, plan: Plan, tenant: str, started: float, refund: Refund | None = None
+    ) -> VideoJob:
         asked = plan.requested
         job = VideoJob(
             model=plan.model_version, prompt=body.prompt, size=asked.size, seconds=_seconds(asked),
@@ -207,22 +223,27 @@ class VideoService:
             await self.store.put_content(done.id, cached.mp4, cached.thumbnail)
             self._finish_metrics("completed", plan, tenant, started)
             return (await self.store.get(done.id)) or done
-        if plan.key not in self._flights and self.lanes.queue_depth(plan.lane) >= self.lanes.queue_limits[plan.lane]:
-            self._count("rejected", plan.lane, plan.model_version, tenant)
-            raise ApiError(429, "queue_full",
-                           f"the {plan.lane} lane is full ({self.lanes.queue_limits[plan.lane]} requests waiting); "
-                           f"retry in {self.lanes.retry_after_s}s",
-                           headers={"Retry-After": str(self.lanes.retry_after_s)})
+        if plan.key not in self._flights:
+            try:
+                self.lanes.check_room(plan.lane, tenant)
+            except LaneFull as full:
+                self._count("rejected", plan.lane, plan.model_version, tenant)
+                code = "queue_full" if full.tenant is None else "tenant_queue_full"
+                raise ApiError(429, code, str(full), headers={"Retry-After": str(full.retry_after)}) from None
         if self.quotas is not None:
             await self._within_quota(self._start_job(tenant), tenant, plan.lane, plan.model_version)
         try:
             job = await self.store.create(job)
-        except BaseException:
+        except BaseException as error:
             if self.quotas is not None:
                 self.quotas.finish_job(tenant)
+            if isinstance(error, JobBacklogFull):
+                self._count("rejected", plan.lane, plan.model_version, tenant)
+                raise ApiError(503, "job_store_unavailable", str(error),
+                               headers={"Retry-After": str(error.retry_after)}) from None
             raise
         self._watchers.setdefault(plan.key, set()).add(job.id)
-        task = asyncio.create_task(self._follow(job, plan, tenant, started))
+        task = asyncio.create_task(self._follow(job, plan, tenant, started, refund))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return job
@@ -232,10 +253,15 @@ class VideoService:
         self.quotas.start_job(tenant)
 
     def _plan(self, body: VideoCreate, tenant: str) -> Plan:
-        return plan_request(body, tenant, self._policy, self.versions, self._rng)
+        return plan_request(body, tenant, self._policy, self.versions, self._rng, max_frame_area=self.max_frame_area)
 
-    async def _follow(self, job: VideoJob, plan: Plan, tenant: str, started: float) -> None:
-        """Wait for the (possibly shared) generation and record this job's outcome."""
+    async def _follow(
+        self, job: VideoJob, plan: Plan, tenant: str, started: float, refund: Refund | None = None
+    ) -> None:
+        """Wait for the (possibly shared) generation and record this job's outcome.
+
+        A failed job gives its compute charge back: the tenant pays for videos, not for our faults.
+        """
         flight = self._flights.get(plan.key)
         if flight is None:
             flight = asyncio.create_task(self._generate(plan))
@@ -249,6 +275,8 @@ class VideoService:
             await self.store.update(job.id, status="failed", error=JobError(code=code, message=message).model_dump(),
                                     completed_at=int(time.time()))
             self._finish_metrics("failed", plan, tenant, started)
+            if refund is not None:
+                await refund()
         else:
             await self.store.put_content(job.id, artifact.mp4, artifact.thumbnail_png)
             await self.store.update(job.id, status="completed", progress=100, completed_at=int(time.time()))

@@ -4,7 +4,6 @@ No ``from __future__ import annotations`` here: FastAPI reads these route signat
 """
 
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,12 +15,25 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from swagger_ui_bundle import swagger_ui_path
 
 from serve.app.api_models import VideoCreate, VideoDeleted, VideoList, VideoPublic
 from serve.app.args import AppArgs
 from serve.app.errors import ApiError, error_body, install_error_handlers, validation_message
 from serve.app.generation import VideoService
 from serve.app.lanes import PriorityLanes
+from serve.app.request_guard import (
+    MAX_FORM_FIELDS,
+    SECURITY_HEADERS,
+    check_declared_length,
+    check_same_origin,
+    check_text,
+    check_video_id,
+    media_type,
+    parse_json_object,
+    read_body,
+)
 from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
 from serve.jobs import VideoJob
@@ -34,10 +46,11 @@ app = FastAPI(
     title="wanserve",
     description="Text-to-video with Wan2.2-TI2V-5B, in the shape of OpenAI's video API.",
     version="0.1.0",
+    # Our own copies of the docs page's scripts (/docs below): no CDN, so the pages' CSP holds.
+    docs_url=None,
+    redoc_url=None,
 )
 install_error_handlers(app)
-
-_FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _CREATE_BODY = {
     "requestBody": {
         "required": True,
@@ -55,13 +68,26 @@ _bearer = HTTPBearer(auto_error=False, description="API key: `wanserve keys add 
 
 
 @app.middleware("http")
-async def _authenticate(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+async def _guard(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+    """Every request: size and origin checks, then authentication; every answer: security headers."""
+    response = await _admit(request, call_next)
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+async def _admit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     ingress: Ingress = serve.get_replica_context().servable_object
     path = request.url.path
     root = request.scope.get("root_path", "")
     if root and path.startswith(root):
         path = path[len(root):] or "/"
-    decision = authorize(path, request.headers.get("authorization"), ingress.tenants, ingress.args.admin_key)
+    try:
+        check_declared_length(request.headers.get("content-length"), ingress.args.max_body_bytes)
+        check_same_origin(request.method, request.headers)
+    except ApiError as error:
+        return JSONResponse(error_body(error.code, error.message, error.param), error.status)
+    decision = authorize(path, request.headers.get("authorization"), ingress.tenants, ingress.args.admin_key,
+                         ingress.args.metrics_key)
     if isinstance(decision, AccessDenied):
         headers = {}
         if decision.status == 401:
@@ -84,23 +110,30 @@ def _public(job: VideoJob) -> VideoPublic:
     return VideoPublic.model_validate(job.model_dump(exclude={"tenant", "cache_key"}))
 
 
-async def _create_body(request: Request) -> VideoCreate:
-    content_type = request.headers.get("content-type", "")
-    try:
-        if content_type.startswith(_FORM_TYPES):
-            form = await request.form()
-            fields: Any = {key: value for key, value in form.items() if isinstance(value, str) and value != ""}
-        else:
-            fields = json.loads(await request.body() or b"null")
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON; send a JSON object or a form") from None
-    if not isinstance(fields, dict):
-        raise ApiError(400, "invalid_request", "the body must be a JSON object with at least a prompt")
+async def _create_body(request: Request, max_bytes: int) -> VideoCreate:
+    kind = media_type(request.headers.get("content-type"))
+    body = await read_body(request, max_bytes)
+    fields: dict[str, Any]
+    if kind == "multipart/form-data":
+        fields = await _form_fields(request)
+    else:
+        fields = parse_json_object(body)
     try:
         return VideoCreate.model_validate(fields)
     except ValidationError as error:
         message, param = validation_message([dict(item) for item in error.errors()])
         raise ApiError(400, "invalid_request", message, param) from None
+
+
+async def _form_fields(request: Request) -> dict[str, Any]:
+    try:
+        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+    except StarletteHTTPException as error:
+        raise ApiError(400, "invalid_form", f"the multipart form was refused: {error.detail}; send text fields only, "
+                       f"at most {MAX_FORM_FIELDS}") from None
+    fields = {key: value for key, value in form.items() if isinstance(value, str) and value != ""}
+    check_text(fields)
+    return fields
 
 
 # -- web pages: the playground (/) and the operations page (/ops), plain static files -----------
@@ -118,6 +151,15 @@ async def playground_page() -> FileResponse:
 @app.get("/ops", include_in_schema=False)
 async def operations_page() -> FileResponse:
     return FileResponse(_STATIC / "ops.html")
+
+
+# The API reference: Swagger UI from the swagger-ui-bundle package, served by us.
+app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+
+
+@app.get("/docs", include_in_schema=False)
+async def docs_page() -> FileResponse:
+    return FileResponse(_STATIC / "docs.html")
 
 
 def check_fault_injection(policy: ServingPolicy, allowed: bool) -> None:
@@ -150,6 +192,7 @@ class Ingress:
                 batch_max_size=self.args.lanes.batch_max_size,
                 enabled=self.args.lanes.enabled,
                 weight_of=self.tenants.weight,
+                tenant_queue_share=self.args.lanes.tenant_queue_share,
             ),
             telemetry=self.telemetry,
             moderator=self._moderator(),
@@ -157,7 +200,12 @@ class Ingress:
             cache_ttl_seconds=self.args.cache_ttl_seconds,
             quotas=QuotaKeeper(self._quota_state(), lambda tenant: self.tenants.tenant(tenant).quotas),
             tenant_label=self.tenants.metric_label,
+            max_frame_area=self.args.max_frame_area,
         )
+        if self.tenants.mode == "open":
+            log.warning("NO API KEYS CONFIGURED: the API is open to anyone who can reach this server, as tenant "
+                        "'anonymous'. Configure a keys file (api_keys_file / WANSERVE_API_KEYS_FILE) on any shared "
+                        "network.")
 
     def _on_redis_error(self, op: str) -> None:
         self.telemetry.inc("wanserve_redis_errors_total", (op,))
@@ -172,8 +220,8 @@ class Ingress:
     def _result_cache(self) -> Any:
         from serve.cache import MemoryResultCache, ResultCache
 
-        if self.args.redis_url:
-            return ResultCache(self.args.redis_url, on_redis_error=self._on_redis_error)
+        if self.args.result_cache_url:
+            return ResultCache(self.args.result_cache_url, on_redis_error=self._on_redis_error)
         return MemoryResultCache()
 
     def _quota_state(self) -> Any:
@@ -212,7 +260,7 @@ class Ingress:
     @app.post("/v1/videos", response_model=VideoPublic, openapi_extra=_CREATE_BODY, tags=["videos"])
     async def create_video(self, request: Request, caller: CallerDep) -> VideoPublic:
         """Start generating a video; poll it with GET /v1/videos/{id}."""
-        body = await _create_body(request)
+        body = await _create_body(request, self.args.max_body_bytes)
         if body.shared_cache and not caller.tenant.shared_cache_opt_in:
             raise ApiError(403, "shared_cache_not_allowed",
                            f"tenant {caller.name!r} may not use the shared cache pool: send shared_cache=false, or "
@@ -261,6 +309,7 @@ class Ingress:
                         headers={"Content-Disposition": f'inline; filename="{filename}"'})
 
     async def _job(self, video_id: str, caller: Caller) -> VideoJob:
+        check_video_id(video_id)
         # Another tenant's video is "not found", exactly like an unknown id: ids leak nothing.
         job = await self.service.store.get(video_id, tenant=caller.name)
         if job is None:

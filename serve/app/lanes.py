@@ -10,7 +10,9 @@ Within a lane, tenants share fairly: each lane is a weighted fair queue (start-t
 over per-tenant FIFOs. A tenant's virtual time advances by ``1 / weight`` per request it is served,
 and the next request comes from the waiting tenant with the smallest virtual time, so a tenant that
 floods a lane gets its share, not the lane: another tenant's request waits about one execution,
-not the flood. With one tenant (or lanes disabled) this is plain FIFO.
+not the flood. With one tenant (or lanes disabled) this is plain FIFO. Each tenant may hold only
+``tenant_queue_share`` of a lane's queue, so a flood is refused (429) before it fills the queue that
+every other tenant needs to get in.
 """
 
 from __future__ import annotations
@@ -27,11 +29,16 @@ LANES: tuple[Lane, ...] = ("realtime", "batch")
 
 
 class LaneFull(Exception):
-    """The lane's queue is at its bound; the caller should answer 429 with ``retry_after`` seconds."""
+    """The lane's queue (or the tenant's share of it) is at its bound: answer 429, ``Retry-After``."""
 
-    def __init__(self, lane: Lane, limit: int, retry_after: int) -> None:
-        super().__init__(f"the {lane} lane is full ({limit} requests waiting); retry in {retry_after}s")
-        self.lane, self.limit, self.retry_after = lane, limit, retry_after
+    def __init__(self, lane: Lane, limit: int, retry_after: int, tenant: str | None = None) -> None:
+        if tenant is None:
+            message = f"the {lane} lane is full ({limit} requests waiting); retry in {retry_after}s"
+        else:
+            message = (f"tenant {tenant!r} already has {limit} requests waiting in the {lane} lane, its share of "
+                       f"the queue; retry in {retry_after}s, or when one of them starts")
+        super().__init__(message)
+        self.lane, self.limit, self.retry_after, self.tenant = lane, limit, retry_after, tenant
 
 
 @dataclass
@@ -115,8 +122,10 @@ class PriorityLanes:
         enabled: bool = True,
         retry_after_s: int = 5,
         weight_of: Callable[[str], float] | None = None,
+        tenant_queue_share: float = 1.0,
     ) -> None:
         self.capacity = capacity
+        self.tenant_queue_share = tenant_queue_share
         self.queue_limits = queue_limits
         self.batch_max_size = batch_max_size
         # Disabled = one FIFO for everyone: what users would get without lanes (for benchmarks).
@@ -145,12 +154,24 @@ class PriorityLanes:
     def running(self) -> int:
         return self._busy
 
+    def tenant_queue_limit(self, lane: Lane) -> int:
+        """How many requests one tenant may have waiting in ``lane``: its share, at least one."""
+        return max(1, int(self.queue_limits[lane] * self.tenant_queue_share))
+
+    def check_room(self, lane: Lane, tenant: str) -> None:
+        """Raise ``LaneFull`` if ``tenant`` may not queue one more request in ``lane`` now."""
+        queue_lane: Lane = lane if self.enabled else "batch"
+        if self.queue_depth(queue_lane) >= self.queue_limits[queue_lane]:
+            raise LaneFull(lane, self.queue_limits[queue_lane], self.retry_after_s)
+        waiting = self._queues[queue_lane].depth_of(tenant if self.enabled else "")
+        if self.enabled and waiting >= self.tenant_queue_limit(queue_lane):
+            raise LaneFull(lane, self.tenant_queue_limit(queue_lane), self.retry_after_s, tenant)
+
     @asynccontextmanager
     async def admit(self, lane: Lane, tenant: str = "default") -> AsyncIterator[None]:
         """Wait for this request's turn; raises ``LaneFull`` at once when its queue is full."""
         queue_lane: Lane = lane if self.enabled else "batch"
-        if self.queue_depth(queue_lane) >= self.queue_limits[queue_lane]:
-            raise LaneFull(lane, self.queue_limits[queue_lane], self.retry_after_s)
+        self.check_room(lane, tenant)
         self._seq += 1
         # Lanes disabled: one FIFO for everyone, tenants included.
         waiter = _Waiter(queue_lane, tenant if self.enabled else "", self._seq)

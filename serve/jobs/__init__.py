@@ -20,11 +20,12 @@ from serve.jobs.model import (
     VideoJob,
     new_job_id,
 )
-from serve.jobs.redis_store import RedisJobStore
+from serve.jobs.redis_store import JobBacklogFull, RedisJobStore
 
 __all__ = [
     "DEFAULT_TTL_SECONDS",
     "ContentVariant",
+    "JobBacklogFull",
     "JobError",
     "JobPage",
     "JobStatus",

@@ -22,9 +22,24 @@ from serve.jobs.model import (
     merged,
     with_expiry,
 )
-from serve.redis_link import ErrorHook, RedisLink, RedisUnavailable
+from serve.redis_link import ErrorHook, RedisLink, RedisRequestError, RedisUnavailable
 
 log = logging.getLogger(__name__)
+
+# Redis down, or refusing one write (OOM from a full noeviction Redis): keep the job in the mirror
+# and push it later. A refused read (WRONGTYPE) is treated the same: the mirror answers.
+_FALLBACK = (RedisUnavailable, RedisRequestError)
+
+
+class JobBacklogFull(Exception):
+    """Too many jobs wait in this replica's memory for Redis to come back: refuse new ones (503)."""
+
+    def __init__(self, pending: int, retry_after: int = 10) -> None:
+        super().__init__(
+            f"the job store is unreachable and {pending} jobs already wait in this replica's memory for it; "
+            f"retry in {retry_after}s"
+        )
+        self.retry_after = retry_after
 
 
 # Writes only the given fields, and only if the job still exists: a progress update racing the
@@ -57,11 +72,15 @@ class RedisJobStore:
         prefix: str = "wanserve",
         mirror_max_jobs: int = 50_000,
         mirror_max_content_bytes: int = 256 * 2**20,
+        max_pending_jobs: int = 256,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self._owns_link = not isinstance(redis, RedisLink)
         self._link = redis if isinstance(redis, RedisLink) else RedisLink(redis, on_error=on_redis_error)
         self._prefix = prefix
+        # Jobs (with their videos) written only to this process's memory during an outage are never
+        # evicted, so they are capped: beyond the cap new jobs are refused, not held.
+        self.max_pending_jobs = max_pending_jobs
         # Ids whose newest state (or deletion) exists only in this process: the mirror must not
         # evict them and Redis must receive them when it is back.
         self._pending_upserts: dict[str, None] = {}
@@ -81,12 +100,14 @@ class RedisJobStore:
         return len(self._pending_upserts) + len(self._pending_deletes)
 
     async def create(self, job: VideoJob) -> VideoJob:
-        job = await self._mirror.create(with_expiry(job, self.ttl_seconds))
         await self._flush_pending()
+        if len(self._pending_upserts) >= self.max_pending_jobs:
+            raise JobBacklogFull(len(self._pending_upserts))
+        job = await self._mirror.create(with_expiry(job, self.ttl_seconds))
         try:
             await self._link.call("jobs.create", self._writer(job, None))
             self._pending_deletes.pop(job.id, None)
-        except RedisUnavailable:
+        except _FALLBACK:
             self._mark_upsert(job.id)
         return job
 
@@ -96,7 +117,7 @@ class RedisJobStore:
             return await self._mirror.get(job_id, tenant)
         try:
             job = await self._link.call("jobs.get", lambda r: self._read(r, job_id))
-        except RedisUnavailable:
+        except _FALLBACK:
             return await self._mirror.get(job_id, tenant)
         if job is None:
             await self._mirror.delete(job_id)
@@ -120,7 +141,7 @@ class RedisJobStore:
             written = await self._link.call(
                 "jobs.update", lambda r: self._update_script(keys=keys, args=args, client=r)
             )
-        except RedisUnavailable:
+        except _FALLBACK:
             self._mark_upsert(job_id)
             return job
         if not written:  # expired or deleted elsewhere between our read and write
@@ -132,7 +153,7 @@ class RedisJobStore:
         await self._flush_pending()
         try:
             return await self._link.call("jobs.list", lambda r: self._list(r, tenant, after, limit, order))
-        except RedisUnavailable:
+        except _FALLBACK:
             return await self._mirror.list(tenant, after, limit, order)
 
     async def delete(self, job_id: str) -> bool:
@@ -142,7 +163,7 @@ class RedisJobStore:
         await self._flush_pending()
         try:
             existed = await self._link.call("jobs.delete", lambda r: self._delete(r, job_id))
-        except RedisUnavailable:
+        except _FALLBACK:
             if known is not None:
                 self._pending_deletes[job_id] = known.tenant
             return known is not None
@@ -157,7 +178,7 @@ class RedisJobStore:
             return True
         try:
             await self._link.call("jobs.put_content", self._content_writer(job, mp4, thumbnail_png))
-        except RedisUnavailable:
+        except _FALLBACK:
             self._mark_upsert(job_id)
         return True
 
@@ -168,7 +189,7 @@ class RedisJobStore:
         key = self._job_keys(job_id)[1 if variant == "video" else 2]
         try:
             data: bytes | None = await self._link.call("jobs.get_content", lambda r: r.get(key))
-        except RedisUnavailable:
+        except _FALLBACK:
             return await self._mirror.get_content(job_id, variant)
         return data
 
@@ -285,7 +306,7 @@ class RedisJobStore:
                     # job pending and left it to us): then keep it pending so the next flush sends it.
                     if await self._mirror.get(job_id) == job and (await self._mirror_content(job_id)) == content:
                         self._pending_upserts.pop(job_id, None)
-            except RedisUnavailable:
+            except _FALLBACK:
                 return
             log.info("pushed the jobs written during the Redis outage to Redis")
 

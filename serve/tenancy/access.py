@@ -1,8 +1,20 @@
-"""Who may call which route: open routes, tenant routes (any key) and admin routes (an admin key).
+"""Who may call which route. Access fails closed.
 
-A pure function of (path, Authorization header, registry, legacy admin key), so the ingress's
-middleware stays a thin adapter and the rules are unit-tested without Ray. Error messages never
-repeat the presented key.
+A pure function of (path, Authorization header, registry, admin key, metrics key), so the
+ingress's middleware stays a thin adapter and the rules are unit-tested without Ray. Error messages
+never repeat the presented key.
+
+| route                         | open mode (no keys file)    | keyed mode                        |
+|-------------------------------|-----------------------------|-----------------------------------|
+| probes, static pages, docs    | anyone                      | anyone                            |
+| ``/v1/...`` (videos)          | anyone, as ``anonymous``    | a tenant key                      |
+| ``/metrics``                  | anyone                      | the metrics key or an admin key   |
+| ``/v1/ops``                   | anyone                      | the metrics key or an admin key   |
+| ``/admin/...``                | the admin key only          | the admin key or an admin tenant  |
+
+A keys file that is configured but unusable (missing, empty, keyless) refuses every tenant request
+with 503 ``access_not_configured``; the admin and metrics keys keep working, so operators can still
+see and steer the service. Without an admin key the admin routes are closed to everyone.
 """
 
 from __future__ import annotations
@@ -12,12 +24,14 @@ from dataclasses import dataclass
 
 from serve.tenancy.registry import OPEN_TENANT, Tenant, TenantRegistry
 
-# Probes, metrics and the API description stay open: Kubernetes, Prometheus and people reading docs
-# carry no key. So do the static web pages (the playground and operations page): they hold no data,
-# and the API calls they make carry the key the user types in.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc",
+# Probes and the API description stay open: Kubernetes and people reading docs carry no key. So do
+# the static web pages (the playground and operations page): they hold no data, and the API calls
+# they make carry the key the user types in.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/openapi.json", "/", "/ops", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/",)
+# Read-only operations data: tenant names, volumes, queues. Operators' credentials only when keyed.
+OPERATOR_PATHS = frozenset({"/metrics", "/v1/ops"})
 ADMIN_PREFIX = "/admin/"
 
 
@@ -43,7 +57,13 @@ class AccessDenied:
 
 
 OPEN_CALLER = Caller(OPEN_TENANT, admin=False)
-_ADMIN_ONLY = Tenant("admin", admin=True)
+_ADMIN = Caller(Tenant("admin", admin=True), admin=True)
+_OPERATOR = Caller(Tenant("operator"), admin=False)
+
+_NEEDS_KEY = AccessDenied(401, "unauthorized",
+                          "this API needs an API key: send Authorization: Bearer <key> "
+                          "(an administrator creates one with `wanserve keys add TENANT`)")
+_BAD_KEY = AccessDenied(401, "invalid_api_key", "the API key is not valid: check it, or ask for a new one")
 
 
 def bearer_token(authorization: str | None) -> str | None:
@@ -56,35 +76,65 @@ def bearer_token(authorization: str | None) -> str | None:
     return token.strip()
 
 
-def _legacy_admin(token: str | None, admin_key: str | None) -> bool:
-    return bool(admin_key) and token is not None and hmac.compare_digest(token.encode(), str(admin_key).encode())
+def _same(token: str | None, secret: str | None) -> bool:
+    return bool(secret) and token is not None and hmac.compare_digest(token.encode(), str(secret).encode())
 
 
 def authorize(
-    path: str, authorization: str | None, registry: TenantRegistry, admin_key: str | None = None
+    path: str,
+    authorization: str | None,
+    registry: TenantRegistry,
+    admin_key: str | None = None,
+    metrics_key: str | None = None,
 ) -> Caller | AccessDenied:
-    """Decide one request. ``admin_key`` is the app's single admin key (AppArgs.admin_key)."""
+    """Decide one request. ``admin_key`` / ``metrics_key`` are the app's (AppArgs)."""
     if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
         return OPEN_CALLER
     token = bearer_token(authorization)
-    admin_route = path.startswith(ADMIN_PREFIX)
-    if not registry.enforcing:
-        # Open mode: everyone is the default tenant; the admin routes keep the optional admin key.
-        if admin_route and admin_key and not _legacy_admin(token, admin_key):
-            return AccessDenied(401, "unauthorized",
-                                "this endpoint needs the admin key: send Authorization: Bearer <admin key>")
-        return Caller(OPEN_TENANT, admin=admin_route)
+    mode = registry.mode
+    operator_route = path.startswith(ADMIN_PREFIX) or path in OPERATOR_PATHS
+    if operator_route and _same(token, admin_key):
+        # The admin key opens the operators' routes only: it is nobody's tenant key.
+        return _ADMIN
+    if path.startswith(ADMIN_PREFIX):
+        return _admin_route(token, registry, admin_key, mode)
+    if path in OPERATOR_PATHS:
+        if mode == "open" or _same(token, metrics_key):
+            return _OPERATOR
+        tenant = registry.authenticate(token) if token is not None and mode == "keyed" else None
+        if tenant is not None and tenant.admin:
+            return Caller(tenant, admin=True)
+        return AccessDenied(401 if tenant is None else 403, "unauthorized" if tenant is None else "forbidden",
+                            f"{path} needs the metrics key or an admin key: send Authorization: Bearer <key>")
+    if mode == "open":
+        return OPEN_CALLER
+    if mode == "unconfigured":
+        return AccessDenied(503, "access_not_configured",
+                            "API keys are configured but none can be read (the keys file is missing, empty or "
+                            "invalid), so every request is refused; an administrator must fix the keys file")
     if token is None:
-        return AccessDenied(401, "unauthorized",
-                            "this API needs an API key: send Authorization: Bearer <key> "
-                            "(an administrator creates one with `wanserve keys add TENANT`)")
-    if admin_route and _legacy_admin(token, admin_key):
-        # The app's admin key still opens the admin routes (the local operator uses it).
-        return Caller(_ADMIN_ONLY, admin=True)
+        return _NEEDS_KEY
     tenant = registry.authenticate(token)
     if tenant is None:
-        return AccessDenied(401, "invalid_api_key", "the API key is not valid: check it, or ask for a new one")
-    if admin_route and not tenant.admin:
-        return AccessDenied(403, "forbidden", f"tenant {tenant.name!r} may not call admin endpoints: use an admin key")
+        return _BAD_KEY
     return Caller(tenant, admin=tenant.admin)
 
+
+def _admin_route(
+    token: str | None, registry: TenantRegistry, admin_key: str | None, mode: str
+) -> Caller | AccessDenied:
+    if mode == "keyed" and token is not None:
+        tenant = registry.authenticate(token)
+        if tenant is not None and tenant.admin:
+            return Caller(tenant, admin=True)
+        if tenant is not None:
+            return AccessDenied(403, "forbidden",
+                                f"tenant {tenant.name!r} may not call admin endpoints: use an admin key")
+    if not admin_key and mode != "keyed":
+        return AccessDenied(403, "admin_not_configured",
+                            "the admin endpoints are closed: no admin key is configured "
+                            "(set WANSERVE_ADMIN_KEY, or the app's admin_key)")
+    if token is None:
+        return AccessDenied(401, "unauthorized",
+                            "this endpoint needs the admin key: send Authorization: Bearer <admin key>")
+    return _BAD_KEY

@@ -33,6 +33,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 KEY_PREFIX = "ws-"
 TENANT_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+# Names the server gives callers that are not configured tenants: a keys file can never claim them
+# (an open-mode caller is "anonymous", a metric label of an unknown tenant "unknown").
+RESERVED_TENANTS = frozenset({"anonymous", "unknown", "shared"})
 _HASH_SCHEME = "sha256"
 
 
@@ -104,6 +107,9 @@ class KeysFile(BaseModel):
         bad = [name for name in tenants if not re.match(TENANT_NAME_PATTERN, name)]
         if bad:
             raise ValueError(f"tenant names must match {TENANT_NAME_PATTERN}: {bad}")
+        reserved = sorted(RESERVED_TENANTS.intersection(tenants))
+        if reserved:
+            raise ValueError(f"tenant names {reserved} are reserved: choose another name")
         return tenants
 
 
@@ -131,8 +137,9 @@ def save_keys_file(keys: KeysFile, path: str | Path) -> None:
 
 def add_key(path: str | Path, tenant: str, *, admin: bool = False) -> str:
     """Create a key for ``tenant`` (creating the file and the tenant as needed); return it once."""
-    if not re.match(TENANT_NAME_PATTERN, tenant):
-        raise ValueError(f"tenant name {tenant!r} is not allowed: use 1-63 lowercase letters, digits, '.', '_' or '-'")
+    if not re.match(TENANT_NAME_PATTERN, tenant) or tenant in RESERVED_TENANTS:
+        raise ValueError(f"tenant name {tenant!r} is not allowed: use 1-63 lowercase letters, digits, '.', '_' or '-', "
+                         f"and none of {sorted(RESERVED_TENANTS)}")
     target = Path(path)
     keys = load_keys_file(target) if target.exists() else KeysFile()
     key = generate_key()

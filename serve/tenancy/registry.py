@@ -1,10 +1,18 @@
 """The tenants one ingress replica knows: read from the keys file, re-read when the file changes.
 
-No keys file (or one without any key) means open mode: every caller is the tenant ``default``.
+Three modes, and access fails closed:
+
+- ``open``: no keys file is configured at all (a laptop). Every caller is the tenant ``anonymous``,
+  a name no keys file may use; the server says so loudly at start.
+- ``keyed``: the keys file holds at least one key; every protected route needs one.
+- ``unconfigured``: a keys file is configured but missing, empty, keyless or unparsable, and no
+  good version of it was ever read. Every tenant request is refused (503) with a message naming
+  the file: a broken or absent keys file never opens the service.
+
 The file is checked at most once per ``check_interval_s``; a changed file (mtime, size or inode, so
-a Kubernetes Secret's symlink swap counts) is parsed again. A file that fails to parse keeps the
-last good configuration, or, if there never was one, refuses every key: a broken keys file must
-never open the service.
+a Kubernetes Secret's symlink swap counts) is parsed again. A file that becomes unreadable or
+vanishes after a good read keeps the last good tenants (a Secret update is a swap, not a gap); a
+file that is read fine but holds no key refuses everything, as its author asked.
 """
 
 from __future__ import annotations
@@ -14,12 +22,14 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from serve.tenancy.keys import KeysFile, TenantQuotas, TenantSettings, key_matches, load_keys_file
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TENANT = "default"
+# The caller of an open-mode server. Keys files may not name a tenant so (keys.RESERVED_TENANTS).
+DEFAULT_TENANT = "anonymous"
 # The metric label of a tenant no longer (or never) in the configuration: label values stay bounded.
 UNKNOWN_TENANT = "unknown"
 
@@ -37,6 +47,8 @@ class Tenant:
 
 
 OPEN_TENANT = Tenant(DEFAULT_TENANT, shared_cache_opt_in=True)
+
+AccessMode = Literal["open", "keyed", "unconfigured"]
 
 
 class TenantRegistry:
@@ -59,19 +71,24 @@ class TenantRegistry:
         self._checked_at = float("-inf")
         self._signature: tuple[int, int, int] | None = None
         self._tenants: dict[str, Tenant] = {}
-        self._enforcing = False
+        self._mode: AccessMode = "open" if not path else "unconfigured"
         self.refresh(force=True)
 
     @property
-    def enforcing(self) -> bool:
-        """True when keys are configured: every protected route needs one."""
+    def mode(self) -> AccessMode:
+        """open (nothing configured), keyed, or unconfigured (a keys file was asked for, none usable)."""
         self.refresh()
-        return self._enforcing
+        return self._mode
+
+    @property
+    def enforcing(self) -> bool:
+        """True unless the server runs open: every protected route needs a key (or is refused)."""
+        return self.mode != "open"
 
     def tenant(self, name: str) -> Tenant:
         """The tenant's settings; the open-mode tenant for ``default`` when no keys are configured."""
         self.refresh()
-        if not self._enforcing:
+        if self._mode == "open":
             return OPEN_TENANT
         return self._tenants.get(name) or Tenant(name)
 
@@ -87,7 +104,7 @@ class TenantRegistry:
 
     def metric_label(self, name: str) -> str:
         """``name`` when it is a configured tenant (or the open-mode default), else ``unknown``."""
-        if name in self._tenants or (name == DEFAULT_TENANT and not self._enforcing):
+        if name in self._tenants or (name == DEFAULT_TENANT and self._mode == "open"):
             return name
         return UNKNOWN_TENANT
 
@@ -105,12 +122,12 @@ class TenantRegistry:
             return
         try:
             stat = os.stat(self.path)
-        except FileNotFoundError:
+        except OSError as error:
             if self._signature is not None or force:
-                if self._signature is not None:
-                    log.warning("API keys file %s is gone: the API is open to anyone (tenant %r)",
-                                self.path, DEFAULT_TENANT)
-                self._signature, self._tenants, self._enforcing = None, {}, False
+                log.error("API keys file %s cannot be read (%s): %s", self.path, type(error).__name__,
+                          "keeping the previous tenants" if self._mode == "keyed" else
+                          "refusing every request until it exists")
+                self._signature = None
             return
         signature = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
         if signature == self._signature and not force:
@@ -121,11 +138,14 @@ class TenantRegistry:
         except Exception as error:  # any parse failure: keep what we had, or refuse every key
             # Name the problem, not the content (which holds hashes).
             log.error("API keys file %s is invalid (%s); %s", self.path, type(error).__name__,
-                      "keeping the previous tenants" if self._enforcing else "refusing every key until it is fixed")
-            self._enforcing = True
+                      "keeping the previous tenants" if self._mode == "keyed" else
+                      "refusing every request until it is fixed")
             return
         self._tenants = self._merge(keys)
-        self._enforcing = any(tenant.key_hashes for tenant in self._tenants.values())
+        self._mode = "keyed" if any(tenant.key_hashes for tenant in self._tenants.values()) else "unconfigured"
+        if self._mode == "unconfigured":
+            log.error("API keys file %s holds no key: refusing every request until one is added "
+                      "(`wanserve keys add TENANT --file %s`)", self.path, self.path)
         log.info("API keys loaded from %s: %d tenants (%s)", self.path, len(self._tenants),
                  ", ".join(sorted(self._tenants)) or "none")
 

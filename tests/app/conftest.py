@@ -11,7 +11,7 @@ import pytest
 
 @pytest.fixture
 def client(local_app) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
-    with httpx.Client(base_url=local_app.url, timeout=60) as http:
+    with httpx.Client(base_url=local_app.url, timeout=60, headers={"Authorization": f"Bearer {local_app.key}"}) as http:
         yield http
 
 

@@ -147,3 +147,47 @@ async def test_lanes_disabled_is_one_fifo_for_every_tenant():
     requests += [("b-rt", "realtime", "b")]
     order = await _one_at_a_time(lanes, requests)
     assert order == ["a0", "a1", "a2", "a3", "b-rt"]
+
+
+# -- each tenant's share of a lane's queue (issue 19, point 5) --------------------------------------
+
+async def _hold(lanes: PriorityLanes, lane: Lane, tenant: str, release: asyncio.Event) -> None:
+    async with lanes.admit(lane, tenant):
+        await release.wait()
+
+
+async def test_a_noisy_tenant_gets_429_at_its_share_while_others_still_get_in():
+    lanes = PriorityLanes(capacity=1, queue_limits={"realtime": 8, "batch": 8}, tenant_queue_share=0.5)
+    release = asyncio.Event()
+    running = [asyncio.create_task(_hold(lanes, "realtime", "noisy", release))]
+    await asyncio.sleep(0)
+    for _ in range(4):  # its share: half of 8 waiting
+        lanes.check_room("realtime", "noisy")
+        running.append(asyncio.create_task(_hold(lanes, "realtime", "noisy", release)))
+        await asyncio.sleep(0)
+    with pytest.raises(LaneFull) as refused:
+        lanes.check_room("realtime", "noisy")
+    assert refused.value.tenant == "noisy" and refused.value.limit == 4
+    assert "its share" in str(refused.value)
+    lanes.check_room("realtime", "quiet")  # another tenant still gets in
+    lanes.check_room("batch", "noisy")  # and the share is per lane
+    release.set()
+    await asyncio.gather(*running)
+
+
+async def test_admit_enforces_the_share_itself():
+    lanes = PriorityLanes(capacity=1, queue_limits={"realtime": 2, "batch": 2}, tenant_queue_share=0.5)
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(_hold(lanes, "realtime", "noisy", release)) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert lanes.queue_depth_of("realtime", "noisy") == 1
+    with pytest.raises(LaneFull):
+        async with lanes.admit("realtime", "noisy"):
+            pass
+    release.set()
+    await asyncio.gather(*tasks)
+
+
+def test_the_share_is_at_least_one_request():
+    lanes = PriorityLanes(capacity=1, queue_limits={"realtime": 1, "batch": 3}, tenant_queue_share=0.1)
+    assert lanes.tenant_queue_limit("realtime") == 1 and lanes.tenant_queue_limit("batch") == 1

@@ -17,9 +17,17 @@ from operators.metrics.sources import ScrapeSource
 from operators.spec import parse_spec
 from tests.app.helpers import small_body, wait_done
 
+_ADMIN_KEY: dict[str, str] = {}
+
+
+@pytest.fixture(autouse=True)
+def _admin_key(local_app):  # type: ignore[no-untyped-def]
+    _ADMIN_KEY["key"] = local_app.admin_key
+
 
 def _controller(url: str, **spec: object) -> LocalController:
-    return LocalController(parse_spec(spec), ScrapeSource(f"{url}/metrics", 5.0), LocalActuator(url))
+    key = _ADMIN_KEY["key"]
+    return LocalController(parse_spec(spec), ScrapeSource(f"{url}/metrics", 5.0, key), LocalActuator(url, key))
 
 
 def _step(controller: LocalController):  # type: ignore[no-untyped-def]

@@ -1,8 +1,8 @@
 """Multi-tenant access against the real local app: keys, isolation, quotas, fair lanes, no key leaks.
 
-The session app starts with ``api_keys_file`` pointing at a file that does not exist (open mode).
-This module writes tenants into it, waits until the ingress has re-read it (it checks at most once
-a second), and removes it at the end, so every other test keeps running open.
+The session app runs keyed with one tenant (``tests``). This module adds its tenants to the keys
+file, waits until the ingress has re-read it (it checks at most once a second), and puts the
+session's file back at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import pytest
 import ray
-import yaml
 
 from serve.tenancy import generate_key, hash_key
 from tests.app.helpers import metric_value, small_body, wait_done
@@ -55,29 +54,30 @@ class Tenancy:
         return body
 
 
-def _wait_for(url: str, status: int) -> None:
+def _wait_for(url: str, key: str, status: int) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if httpx.get(f"{url}/v1/videos", timeout=10).status_code == status:
+        if httpx.get(f"{url}/v1/videos", timeout=10, headers={"Authorization": f"Bearer {key}"}).status_code == status:
             return
         time.sleep(0.2)
-    raise AssertionError(f"the ingress did not answer {status} without a key within 10 s")
+    raise AssertionError(f"the ingress did not answer {status} to the key within 10 s")
 
 
 @pytest.fixture(scope="module")
 def tenancy(local_app) -> Iterator[Tenancy]:  # type: ignore[no-untyped-def]
     keys = {name: generate_key() for name in TENANTS}
-    document = {"version": 1, "tenants": {
-        name: {**settings, "key_hashes": [hash_key(keys[name])]} for name, settings in TENANTS.items()
-    }}
     path = Path(local_app.api_keys_file)
-    path.write_text(yaml.safe_dump(document))
-    _wait_for(local_app.url, 401)
+    original = path.read_text()
+    path.write_text(local_app.keys_file_with({
+        name: {**settings, "key_hashes": [hash_key(keys[name])]} for name, settings in TENANTS.items()
+    }))
+    _wait_for(local_app.url, keys["alpha"], 200)
+    _OPS_KEY["key"] = keys["ops"]
     try:
         yield Tenancy(local_app.url, keys)
     finally:
-        path.unlink()
-        _wait_for(local_app.url, 200)
+        path.write_text(original)
+        _wait_for(local_app.url, keys["alpha"], 401)
 
 
 # -- authentication -------------------------------------------------------------------------------
@@ -99,10 +99,18 @@ def test_a_wrong_key_is_401_invalid_api_key(tenancy):
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_probes_metrics_and_docs_stay_open(tenancy):
+def test_probes_and_docs_stay_open(tenancy):
     with tenancy.client() as anonymous:
-        for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
+        for path in ("/healthz", "/readyz", "/openapi.json", "/docs"):
             assert anonymous.get(path).status_code == 200, path
+
+
+def test_metrics_and_ops_need_an_operator_credential(tenancy):
+    with tenancy.client() as anonymous, tenancy.client("alpha") as tenant, tenancy.client("ops") as admin:
+        for path in ("/metrics", "/v1/ops"):
+            assert tenancy.error(anonymous.get(path), 401)["code"] == "unauthorized"
+            assert tenancy.error(tenant.get(path), 403)["code"] == "forbidden"
+            assert admin.get(path).status_code == 200, path
 
 
 def test_admin_endpoints_need_an_admin_key(tenancy):
@@ -161,8 +169,18 @@ def test_a_tenant_not_allowed_the_shared_pool_is_403(tenancy):
 
 # -- quotas ---------------------------------------------------------------------------------------
 
+_OPS_KEY: dict[str, str] = {}
+
+
+def _metrics(tenancy: Tenancy) -> str:
+    with tenancy.client("ops") as ops:  # /metrics needs an operator's credential
+        return ops.get("/metrics").text
+
+
 def _quota_rejections(client: httpx.Client, tenant: str, limit: str) -> float:
-    return metric_value(client.get("/metrics").text, "wanserve_quota_rejections_total", tenant=tenant, limit=limit)
+    with httpx.Client(base_url=str(client.base_url), headers={"Authorization": f"Bearer {_OPS_KEY['key']}"}) as ops:
+        text = ops.get("/metrics").text
+    return metric_value(text, "wanserve_quota_rejections_total", tenant=tenant, limit=limit)
 
 
 def test_requests_per_minute_is_429_with_retry_after(tenancy):
@@ -222,7 +240,7 @@ def test_a_flood_from_one_tenant_delays_another_by_at_most_one_batch(tenancy):
         assert states.count("completed") <= 1 + 3, states
         for response in flood:
             assert wait_done(flooder, response.json()["id"])["status"] == "completed"
-        text = flooder.get("/metrics").text
+        text = _metrics(tenancy)
         assert metric_value(text, "wanserve_requests_total", tenant="latecomer", status="completed") >= 1
 
 
@@ -230,8 +248,7 @@ def test_a_flood_from_one_tenant_delays_another_by_at_most_one_batch(tenancy):
 
 def test_no_key_appears_in_logs_metrics_or_error_bodies(tenancy):
     secrets = [*tenancy.keys.values(), *tenancy.wrong_keys]
-    with tenancy.client("alpha") as alpha:
-        metrics = alpha.get("/metrics").text
+    metrics = _metrics(tenancy)
     assert tenancy.error_bodies, "the tests above collected no error body"
     for key in secrets:
         assert key not in metrics

@@ -71,34 +71,41 @@ class FakeClock:
         return self.now
 
 
-def test_no_keys_file_means_open_mode_as_the_default_tenant(tmp_path):
+def test_no_keys_file_configured_means_open_mode_as_the_anonymous_tenant():
+    registry = TenantRegistry(None)
+    assert registry.mode == "open" and not registry.enforcing
+    assert registry.tenant("anonymous").name == "anonymous"
+    assert registry.metric_label("anonymous") == "anonymous"
+
+
+def test_a_configured_keys_file_that_is_missing_refuses_everything(tmp_path):
     registry = TenantRegistry(str(tmp_path / "absent.yaml"))
-    assert not registry.enforcing
-    assert registry.tenant("default").name == "default"
-    assert registry.metric_label("default") == "default"
+    assert registry.mode == "unconfigured" and registry.enforcing
+    assert registry.metric_label("anonymous") == "unknown"
 
 
 def test_the_registry_picks_up_a_new_keys_file_within_its_interval(tmp_path):
     path = tmp_path / "keys.yaml"
     clock = FakeClock()
     registry = TenantRegistry(str(path), clock=clock, check_interval_s=1.0)
-    assert not registry.enforcing
+    assert registry.mode == "unconfigured"
     key = add_key(path, "team-a")
-    assert not registry.enforcing  # checked less than a second ago
+    assert registry.mode == "unconfigured"  # checked less than a second ago
     clock.now += 1.0
-    assert registry.enforcing
+    assert registry.mode == "keyed"
     assert registry.authenticate(key).name == "team-a"  # type: ignore[union-attr]
     assert registry.authenticate(generate_key()) is None
+    # A file that vanishes after a good read (a Secret being swapped) keeps the last good tenants.
     path.unlink()
     clock.now += 1.0
-    assert not registry.enforcing
+    assert registry.mode == "keyed" and registry.authenticate(key) is not None
 
 
 def test_a_broken_keys_file_never_opens_the_api(tmp_path):
     path = tmp_path / "keys.yaml"
     path.write_text("tenants: [this is not a map")
     registry = TenantRegistry(str(path))
-    assert registry.enforcing
+    assert registry.mode == "unconfigured"
     assert registry.authenticate(generate_key()) is None
 
 
@@ -125,8 +132,7 @@ def keyed(tmp_path):
     return TenantRegistry(str(path)), keys
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/docs", "/openapi.json", "/",
-                                  "/static/app.js"])
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/docs", "/openapi.json", "/", "/static/app.js"])
 def test_open_routes_need_no_key(keyed, path):
     registry, _ = keyed
     assert isinstance(authorize(path, None, registry), Caller)
@@ -165,12 +171,13 @@ def test_the_apps_admin_key_still_works_for_admin_routes_only(keyed):
     assert isinstance(authorize("/v1/videos", "Bearer s3cret", registry, admin_key="s3cret"), AccessDenied)
 
 
-def test_open_mode_keeps_the_optional_admin_key(tmp_path):
+def test_open_mode_opens_admin_routes_only_with_the_admin_key(tmp_path):
     registry = TenantRegistry(None)
-    assert isinstance(authorize("/admin/policy", None, registry), Caller)
+    closed = authorize("/admin/policy", None, registry)
+    assert isinstance(closed, AccessDenied) and (closed.status, closed.code) == (403, "admin_not_configured")
     assert isinstance(authorize("/admin/policy", None, registry, admin_key="s3cret"), AccessDenied)
     assert isinstance(authorize("/admin/policy", "Bearer s3cret", registry, admin_key="s3cret"), Caller)
-    assert authorize("/v1/videos", None, registry, admin_key="s3cret") == Caller(registry.tenant("default"), False)
+    assert authorize("/v1/videos", None, registry, admin_key="s3cret") == Caller(registry.tenant("anonymous"), False)
 
 
 def _keeper(state, clock, **quotas):

@@ -60,9 +60,10 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebDriver]:
 
 @pytest.fixture
 def page(browser: WebDriver, local_app: Any) -> Iterator[WebDriver]:
-    """The browser on a blank page of the app's origin, with this origin's storage emptied."""
+    """The browser on a blank page of the app's origin, storage emptied but for the session's API key."""
     browser.get(f"{local_app.url}/static/style.css")
-    browser.execute_script("localStorage.clear(); sessionStorage.clear();")
+    browser.execute_script("localStorage.clear(); sessionStorage.clear();"
+                           "sessionStorage.setItem('wanserve.apiKey', arguments[0]);", local_app.key)
     yield browser
     browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
