@@ -17,6 +17,7 @@ import time
 
 import httpx
 from common import (
+    AUTH,
     CHEAP,
     bench_checkpoint,
     deploy_beside,
@@ -52,7 +53,7 @@ async def denoiser_calls(client: httpx.AsyncClient) -> float:
 
 async def measure(urls: dict[str, str], request: dict[str, object], rounds: int, jobs: int) -> None:
     rates: dict[str, list[float]] = {mode: [] for mode in urls}
-    clients = {mode: httpx.AsyncClient(base_url=url, timeout=600) for mode, url in urls.items()}
+    clients = {mode: httpx.AsyncClient(base_url=url, headers=AUTH, timeout=600) for mode, url in urls.items()}
     try:
         for client in clients.values():
             await throughput(client, request, 2)  # warm-up

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 from common import (
+    AUTH,
     Outcome,
     count_outcomes,
     describe_counts,
@@ -89,7 +90,7 @@ async def measure(url: str, request: dict[str, object], steady_s: float, burst_s
                   interval: float) -> str:
     """Runs the three phases and prints what happened; returns the figure for the goal line."""
     limits = httpx.Limits(max_connections=64)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60, limits=limits) as client:
         seconds = await service_time(client, request, 2)
         steady = 0.35 / seconds
         say(f"service time {seconds:.2f}s -> steady {steady:.2f} req/s, burst {5 * steady:.2f} req/s")

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 from common import (
+    AUTH,
     CHEAP,
     BenchRedis,
     did_not_complete,
@@ -73,7 +74,7 @@ async def one_round(client: httpx.AsyncClient, path: str, requests: int) -> tupl
 
 async def measure(url: str, rounds: int, requests: int) -> None:
     limits = httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=CONCURRENCY)
-    async with httpx.AsyncClient(base_url=url, timeout=60, limits=limits) as client:
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60, limits=limits) as client:
         for _ in range(3):  # the generation that fills the cache; retried if it failed
             if not did_not_complete(await run_job(client, BODY)):
                 break

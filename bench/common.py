@@ -36,6 +36,11 @@ CHEAP: dict[str, Any] = {"size": "64x64", "num_frames": 1, "num_inference_steps"
 # The bench checkpoint's transformer: wide enough that denoising is a real share of a video.
 BENCH_TRANSFORMER = {"transformer_heads": 16, "transformer_layers": 4, "transformer_ffn_dim": 768}
 CORES = os.cpu_count() or 2
+# The benchmarks' apps run open (no keys file) and their admin routes need the admin key: one per
+# run, in the environment, so the app (AppArgs.admin_key) and the operator subprocess both get it.
+ADMIN_KEY = os.environ.setdefault("WANSERVE_ADMIN_KEY", uuid.uuid4().hex + uuid.uuid4().hex)
+# Sent on every benchmark request: an open server ignores it on /v1 routes.
+AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
 def parse_args(doc: str | None, **extra: Any) -> argparse.Namespace:
@@ -100,6 +105,15 @@ def wait_ready(url: str) -> None:
     wait_app_ready(url, timeout_s=240.0, poll_s=0.3)
 
 
+def unmetered(args: Any) -> Any:
+    """The app args with quotas no benchmark reaches: a benchmark measures the service, not its quotas."""
+    from serve.tenancy import TenantQuotas
+
+    roomy = TenantQuotas(requests_per_minute=10**6, max_concurrent_jobs=10**5, daily_compute_units=1e12,
+                         max_storage_bytes=2**50)
+    return args.model_copy(update={"default_quotas": roomy})
+
+
 @contextmanager
 def serve_app(args: Any) -> Iterator[str]:
     """Ray (all cores) + Serve + the wanserve app on a free port, ready; stopped on exit.
@@ -109,6 +123,7 @@ def serve_app(args: Any) -> Iterator[str]:
     """
     from serve.app import local
 
+    args = unmetered(args)
     os.environ.setdefault("OMP_NUM_THREADS", str(CORES))
     started = time.monotonic()
     url = local.start(args, port=free_port(), num_cpus=CORES)
@@ -126,7 +141,7 @@ def deploy_beside(args: Any, name: str, route_prefix: str, base_url: str) -> str
 
     from serve.app.builder import build_app
 
-    serve.run(build_app(args), name=name, route_prefix=route_prefix, blocking=False)
+    serve.run(build_app(unmetered(args)), name=name, route_prefix=route_prefix, blocking=False)
     url = f"{base_url}{route_prefix}"
     wait_ready(url)
     return url

@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 from common import (
+    AUTH,
     BenchRedis,
     Outcome,
     count_outcomes,
@@ -178,7 +179,7 @@ async def until_failover(client: httpx.AsyncClient, version: str, interval: floa
 
 
 async def run(url: str, redis: BenchRedis, version: str, quick: bool, outage_s: float) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=120) as client:
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as client:
         killed_ok = await kill_drill(client, 3 if quick else 8)
         redis_ok = await redis_drill(client, redis, outage_s, quick)
         failed_after = await failover_drill(client, url, version, 1.0)

@@ -15,7 +15,7 @@ import asyncio
 import os
 
 import httpx
-from common import CHEAP, BenchRedis, goal_line, parse_args, rss_mb, run_job, say, serve_app, unique_prompt
+from common import AUTH, CHEAP, BenchRedis, goal_line, parse_args, rss_mb, run_job, say, serve_app, unique_prompt
 
 CONCURRENCY = 4
 HOT_PROMPTS = ["a cat playing piano", "waves on a rocky coast", "a red car in the rain"]
@@ -53,7 +53,7 @@ async def send(url: str, count: int, start_index: int) -> int:
     """Sends ``count`` requests; returns how many did not complete."""
     indices = iter(range(start_index, start_index + count))
     failed: list[str] = []
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=300) as client:
 
         async def worker() -> None:
             for index in indices:

@@ -16,6 +16,7 @@ import time
 
 import httpx
 from common import (
+    AUTH,
     CHEAP,
     Outcome,
     bench_checkpoint,
@@ -80,7 +81,7 @@ async def with_batch_flood(
 
 async def measure(urls: dict[str, str], request: dict[str, object], rounds: int, samples: int, backlog: int) -> None:
     figures: dict[tuple[str, str], list[float]] = {}
-    clients = {mode: httpx.AsyncClient(base_url=url, timeout=600) for mode, url in urls.items()}
+    clients = {mode: httpx.AsyncClient(base_url=url, headers=AUTH, timeout=600) for mode, url in urls.items()}
     try:
         for client in clients.values():
             await realtime_p95(client, request, 1)  # warm-up

@@ -15,6 +15,7 @@ import time
 
 import httpx
 from common import (
+    AUTH,
     CHEAP,
     CORES,
     bench_checkpoint,
@@ -64,7 +65,7 @@ async def served_seconds(client: httpx.AsyncClient, request: dict[str, object], 
 async def measure(url: str, pipe: object, request: dict[str, object], rounds: int) -> list[float]:
     ratios: list[float] = []
     best = {"served": float("inf"), "direct": float("inf")}
-    async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=300) as client:
         for seed in range(rounds + 1):
             # Alternate which goes first so drift in machine load hits both sides alike.
             if seed % 2:

@@ -146,14 +146,17 @@ def accepted(local_app) -> Iterator[list[str]]:  # type: ignore[no-untyped-def]
     """Ids of the jobs the fuzzing got accepted; waited for when the module ends."""
     ids: list[str] = []
     yield ids
-    with httpx.Client(base_url=local_app.url, timeout=60) as client:
+    auth = {"Authorization": f"Bearer {local_app.key}"}
+    with httpx.Client(base_url=local_app.url, timeout=60, headers=auth) as client:
         for video_id in ids:
             wait_done(client, video_id, timeout_s=300)
 
 
 @pytest.fixture(scope="module")
 def fuzz_client(local_app) -> Iterator[httpx.Client]:  # type: ignore[no-untyped-def]
-    with httpx.Client(base_url=local_app.url, timeout=60) as client:
+    # The session's key, unless a drawn Authorization header replaces it.
+    auth = {"Authorization": f"Bearer {local_app.key}"}
+    with httpx.Client(base_url=local_app.url, timeout=60, headers=auth) as client:
         yield client
 
 

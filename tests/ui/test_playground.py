@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -137,26 +136,29 @@ def test_a_full_queue_shows_the_wait_the_server_asks_for(page, local_app, client
 
 @pytest.fixture
 def api_key(local_app) -> Iterator[str]:
-    """Turns the app's API keys on (one tenant, this key) for the test, and off again after it."""
+    """A tenant ``ui`` added to the app's keys file for the test, and removed after it."""
     key = generate_key()
     path = Path(local_app.api_keys_file)
-    path.write_text(yaml.safe_dump({"version": 1, "tenants": {"ui": {"key_hashes": [hash_key(key)]}}}))
-    _wait_until_anonymous_calls_get(local_app.url, 401)
+    original = path.read_text()
+    path.write_text(local_app.keys_file_with({"ui": {"key_hashes": [hash_key(key)]}}))
+    _wait_until_key_gets(local_app.url, key, 200)
     try:
         yield key
     finally:
-        path.unlink()
-        _wait_until_anonymous_calls_get(local_app.url, 200)
+        path.write_text(original)
+        _wait_until_key_gets(local_app.url, key, 401)
 
 
-def _wait_until_anonymous_calls_get(url: str, status: int) -> None:
+def _wait_until_key_gets(url: str, key: str, status: int) -> None:
     deadline = time.monotonic() + 10  # the ingress re-reads the keys file at most once a second
-    while httpx.get(f"{url}/v1/videos", timeout=10).status_code != status:
-        assert time.monotonic() < deadline, f"anonymous calls did not get {status} within 10 s"
+    headers = {"Authorization": f"Bearer {key}"}
+    while httpx.get(f"{url}/v1/videos", timeout=10, headers=headers).status_code != status:
+        assert time.monotonic() < deadline, f"the key did not get {status} within 10 s"
         time.sleep(0.2)
 
 
 def test_an_api_key_is_asked_for_and_kept_only_in_this_tab(page, local_app, api_key):
+    page.execute_script("sessionStorage.clear();")  # a visitor who has typed no key yet
     open_playground(page, local_app.url)
     fill(page, unique_prompt(), size="256x256", num_frames="5", num_inference_steps="2")
     page.find_element(By.ID, "generate").click()
