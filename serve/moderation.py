@@ -191,63 +191,55 @@ def words(text: str) -> list[str]:
 # Porter's stemmer, steps 1a-1c and 5a only: the inflections (plural, -ed, -ing), none of the derivations
 # ("executive" must not fold into "execute"). Both sides are stemmed the same way, so a stem need not be a
 # real word, only the same for every form of one.
-def _is_consonant(word: str, i: int) -> bool:
-    if word[i] in "aeiou":
-        return False
-    return word[i] != "y" or i == 0 or not _is_consonant(word, i - 1)
+def _shape(word: str) -> str:
+    """Porter's consonant/vowel pattern, "c" or "v" per letter; "y" after a consonant is a vowel."""
+    shape = ""
+    for letter in word:
+        shape += "v" if letter in "aeiou" or (letter == "y" and shape.endswith("c")) else "c"
+    return shape
 
 
-def _measure(stem: str) -> int:
-    """Porter's m: the number of vowel-consonant sequences in the stem."""
-    pattern = "".join("c" if _is_consonant(stem, i) else "v" for i in range(len(stem)))
-    return pattern.count("vc")
+def _measure(shape: str) -> int:
+    """Porter's m: the number of vowel-consonant sequences."""
+    return shape.count("vc")
 
 
-def _has_vowel(stem: str) -> bool:
-    return any(not _is_consonant(stem, i) for i in range(len(stem)))
-
-
-def _ends_cvc(stem: str) -> bool:
+def _ends_cvc(stem: str, shape: str) -> bool:
     """Porter's *o: consonant-vowel-consonant at the end, the last not w, x or y ("hop", not "box")."""
-    n = len(stem)
-    return (
-        n >= 3
-        and _is_consonant(stem, n - 1)
-        and not _is_consonant(stem, n - 2)
-        and _is_consonant(stem, n - 3)
-        and stem[-1] not in "wxy"
-    )
+    return shape.endswith("cvc") and stem[-1] not in "wxy"
 
 
 @functools.lru_cache(maxsize=1 << 14)
 def _stem(word: str) -> str:
     """The inflection-free form of an English word; other words unchanged."""
-    if not (word.isascii() and word.isalpha()) or len(word) < 3:
+    if len(word) < 3 or word[-1] not in "sdgye" or not (word.isascii() and word.isalpha()):
         return word
-    if word.endswith("sses") or word.endswith("ies"):
+    if word.endswith(("sses", "ies")):
         word = word[:-2]
     elif word.endswith("s") and not word.endswith("ss"):
         word = word[:-1]
     if word.endswith("eed"):
-        if _measure(word[:-3]) > 0:
+        if _measure(_shape(word[:-3])) > 0:
             word = word[:-1]
     else:
         for suffix in ("ed", "ing"):
             stem = word[: -len(suffix)]
-            if word.endswith(suffix) and _has_vowel(stem):
+            shape = _shape(stem)
+            if word.endswith(suffix) and "v" in shape:
                 if stem.endswith(("at", "bl", "iz")):
                     stem += "e"
-                elif len(stem) > 1 and stem[-1] == stem[-2] and _is_consonant(stem, len(stem) - 1):
+                elif shape.endswith("c") and stem[-1] == stem[-2]:
                     stem = stem if stem[-1] in "lsz" else stem[:-1]
-                elif _measure(stem) == 1 and _ends_cvc(stem):
+                elif _measure(shape) == 1 and _ends_cvc(stem, shape):
                     stem += "e"
                 word = stem
                 break
-    if word.endswith("y") and _has_vowel(word[:-1]):
+    if word.endswith("y") and "v" in _shape(word[:-1]):
         word = word[:-1] + "i"
     if word.endswith("e"):
         stem = word[:-1]
-        if _measure(stem) > 1 or (_measure(stem) == 1 and not _ends_cvc(stem)):
+        shape = _shape(stem)
+        if _measure(shape) > 1 or (_measure(shape) == 1 and not _ends_cvc(stem, shape)):
             word = stem
     return word
 
