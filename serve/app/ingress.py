@@ -154,7 +154,7 @@ async def operations_page() -> FileResponse:
 
 
 # The API reference: Swagger UI from the swagger-ui-bundle package, served by us.
-app.mount("/static/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
+app.mount("/swagger", StaticFiles(directory=swagger_ui_path), name="swagger")
 
 
 @app.get("/docs", include_in_schema=False)

@@ -29,7 +29,7 @@ from serve.tenancy.registry import OPEN_TENANT, Tenant, TenantRegistry
 # they make carry the key the user types in.
 OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect", "/redoc",
                         "/openapi.json", "/", "/ops", "/favicon.ico"})
-OPEN_PREFIXES = ("/static/",)
+OPEN_PREFIXES = ("/static/", "/swagger/")
 # Read-only operations data: tenant names, volumes, queues. Operators' credentials only when keyed.
 OPERATOR_PATHS = frozenset({"/metrics", "/v1/ops"})
 ADMIN_PREFIX = "/admin/"

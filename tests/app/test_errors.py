@@ -58,8 +58,9 @@ def test_a_blocked_prompt_is_refused_before_any_gpu_work(client):
 
 
 def test_an_unknown_video_is_404(client):
-    for path in ("/v1/videos/video_000000000000000000000000", "/v1/videos/nope/content"):
+    for path in ("/v1/videos/video_000000000000000000000000", "/v1/videos/video_000000000000000000000000/content"):
         assert _error(client.get(path), 404)["code"] == "video_not_found"
+    assert _error(client.get("/v1/videos/nope/content"), 400)["code"] == "invalid_video_id"
     assert _error(client.delete("/v1/videos/video_000000000000000000000000"), 404)["code"] == "video_not_found"
 
 
