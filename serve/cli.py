@@ -50,7 +50,14 @@ def _generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from serve.pipeline.checkpoint import resolve_model_dir
+    from serve.pipeline.reference_image import load_reference_image
     from serve.pipeline.stages import StagePipeline
+
+    try:
+        image = load_reference_image(Path(args.image).read_bytes()) if args.image else None
+    except (OSError, ValueError) as error:
+        print(f"wanserve: --image {args.image}: {error}", file=sys.stderr)
+        return 2
 
     try:
         model_dir = resolve_model_dir(args.model)
@@ -60,7 +67,7 @@ def _generate(args: argparse.Namespace) -> int:
     pipeline = StagePipeline(model_dir, device=args.device, compile=args.compile)
     seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
     with tqdm(total=params.num_inference_steps, desc="denoising", unit="step", file=sys.stderr) as bar:
-        generation = pipeline.generate(params, seed, on_step=lambda done, _total: bar.update(done - bar.n))
+        generation = pipeline.generate(params, seed, on_step=lambda done, _total: bar.update(done - bar.n), image=image)
     # Write to a temporary name first so an interrupted run never leaves a half-written mp4.
     partial = output.with_name(output.name + ".partial")
     partial.write_bytes(generation.mp4)
@@ -97,9 +104,12 @@ def _serve(args: argparse.Namespace) -> int:
               "built-in checkpoint (random weights: the videos are noise)", file=sys.stderr)
     if app_args.redis_url is None:
         print("wanserve: no Redis (WANSERVE_REDIS_URL): jobs and the cache live in this process", file=sys.stderr)
-    if app_args.api_keys_file is None or not Path(app_args.api_keys_file).is_file():
+    if app_args.api_keys_file is None:
         print("wanserve: WARNING: no API keys configured (WANSERVE_API_KEYS_FILE): the API is open to anyone "
-              "who can reach it, as tenant 'default'; create keys with `wanserve keys add TENANT`", file=sys.stderr)
+              "who can reach it, as tenant 'anonymous'; create keys with `wanserve keys add TENANT`", file=sys.stderr)
+    elif not Path(app_args.api_keys_file).is_file():
+        print(f"wanserve: WARNING: the API keys file {app_args.api_keys_file} does not exist: every API request "
+              "will be refused until it does (`wanserve keys add TENANT` creates it)", file=sys.stderr)
     if args.operator and not app_args.admin_key:
         # The local operator needs the admin endpoint even when tenants' keys are configured: give it a
         # key of its own for this run only.
@@ -180,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--fps", type=int, help="frames per second of the mp4 (default 24)")
     generate.add_argument("--seed", type=int, help="random seed (default: a random one, printed)")
     generate.add_argument("--negative-prompt", help="what to steer away from")
+    generate.add_argument("--image", help="first-frame image (PNG, JPEG or WebP): image-to-video; "
+                                          "scaled to cover --size, then center-cropped")
     generate.add_argument("--scheduler", choices=["unipc", "dpm++"], help="sampler (default unipc)")
     generate.add_argument("--model", help="diffusers-format Wan2.2-TI2V-5B directory "
                                           "(default: $WANSERVE_MODEL_DIR, else the tiny checkpoint)")

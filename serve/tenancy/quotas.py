@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from serve.redis_link import RedisLink, RedisUnavailable
+from serve.redis_link import RedisLink, RedisRequestError, RedisUnavailable
 from serve.tenancy.keys import TenantQuotas
 
 WINDOW_S = 60.0
@@ -171,7 +171,7 @@ class RedisQuotaState:
             result = await self._link.call(
                 "quota", lambda _: self._take(keys=[key], args=[now, member, WINDOW_S, limit])
             )
-        except RedisUnavailable:
+        except (RedisUnavailable, RedisRequestError):
             return await self._fallback.take_request(tenant, limit, now)
         return None if result is None else float(result)
 
@@ -181,13 +181,14 @@ class RedisQuotaState:
             result = await self._link.call(
                 "quota", lambda _: self._add(keys=[key], args=[units, budget, _DAY_KEY_TTL_S])
             )
-        except RedisUnavailable:
+        except (RedisUnavailable, RedisRequestError):
             return await self._fallback.add_units(tenant, day, units, budget)
         if result is not None:
             return OverBudget(float(result))
 
         async def refund() -> None:
-            with contextlib.suppress(RedisUnavailable):  # overcharged, never undercharged: see the class
+            # Overcharged, never undercharged: see the class.
+            with contextlib.suppress(RedisUnavailable, RedisRequestError):
                 await self._link.call("quota", lambda _: self._refund(keys=[key], args=[units, _DAY_KEY_TTL_S]))
 
         return refund
