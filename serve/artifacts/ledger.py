@@ -7,7 +7,9 @@ reference counts for nothing: not for the tenant's usage, not for keeping the bl
 Deleting a blob takes two systems (ledger, then blob store), so the ledger marks a key whose last
 reference went as *doomed* for `doom_ttl_s`: attaching to a doomed key is refused (`attach` returns
 False) until its deleter calls `forget`, so no job can attach to bytes that are being deleted. A
-mark whose deleter died lapses and `sweep` hands the key out again.
+deleter whose delete failed calls `postpone` instead: the mark goes, new jobs may attach at once,
+and `sweep` retries the delete unless one did. A mark whose deleter died lapses and `sweep` hands
+the key out again.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class ArtifactLedger(Protocol):
         """The blob of a doomed key is deleted: it may be attached (and written) afresh."""
         ...
 
+    async def postpone(self, key: str) -> None:
+        """Deleting a doomed key's blob failed: let jobs attach again, and `sweep` retry the delete if none does."""
+        ...
+
     async def references(self, key: str) -> list[Reference]:
         """The live references to `key`, by job id."""
         ...
@@ -58,7 +64,7 @@ class ArtifactLedger(Protocol):
         ...
 
     async def sweep(self, now: float) -> list[str]:
-        """Doom and return the keys whose every reference expired (and those whose deleter never finished)."""
+        """Doom and return the keys to delete now: every reference expired, delete postponed, or deleter died."""
         ...
 
 
@@ -82,12 +88,14 @@ class MemoryLedger:
         self._doom_ttl_s = doom_ttl_s
         self._refs: dict[str, dict[str, Reference]] = {}
         self._doomed: dict[str, float] = {}
+        self._postponed: set[str] = set()
 
     async def attach(self, key: str, job_id: str, tenant: str, size: int, expires_at: float) -> bool:
         check_reference(job_id, tenant, size, expires_at, self._clock())
         if self._doomed.get(key, float("-inf")) > self._clock():
             return False
         self._doomed.pop(key, None)
+        self._postponed.discard(key)
         self._refs.setdefault(key, {})[job_id] = Reference(key, job_id, tenant, size, float(expires_at))
         return True
 
@@ -103,6 +111,10 @@ class MemoryLedger:
 
     async def forget(self, key: str) -> None:
         self._doomed.pop(key, None)
+
+    async def postpone(self, key: str) -> None:
+        if self._doomed.pop(key, None) is not None:
+            self._postponed.add(key)
 
     async def references(self, key: str) -> list[Reference]:
         now = self._clock()
@@ -120,8 +132,9 @@ class MemoryLedger:
         deadline = now + self._doom_ttl_s
         expired = [key for key, refs in self._refs.items() if all(ref.expires_at <= now for ref in refs.values())]
         lapsed = [key for key, until in self._doomed.items() if until <= now]
+        postponed, self._postponed = sorted(self._postponed), set()
         for key in expired:
             del self._refs[key]
-        for key in expired + lapsed:
+        for key in expired + lapsed + postponed:
             self._doomed[key] = deadline
-        return sorted(expired + lapsed)
+        return sorted(expired + lapsed + postponed)

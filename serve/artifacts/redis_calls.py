@@ -23,6 +23,6 @@ async def artifact_call(link: RedisLink, op: str, fn: Callable[[Redis], Awaitabl
     try:
         return await link.call(op, fn)
     except RedisUnavailable as exc:
-        raise ArtifactStoreUnavailable(f"artifact store (Redis) is unavailable: {exc}; retry shortly") from exc
+        raise ArtifactStoreUnavailable(f"artifact store (Redis) is unavailable ({exc}); retry shortly") from exc
     except RedisRequestError as exc:
-        raise ArtifactStoreUnavailable(f"artifact store (Redis) refused {op}: {exc}; retry later") from exc
+        raise ArtifactStoreUnavailable(f"artifact store (Redis) refused the command ({exc}); retry later") from exc

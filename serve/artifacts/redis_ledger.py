@@ -5,6 +5,7 @@ Layout under `prefix` (default ``wanserve:artifact``):
 - ``{prefix}:refs:{key}``: hash job id -> JSON ``{"t": tenant, "s": size, "e": expires_at}``
 - ``{prefix}:expiry``: sorted set of keys by the latest expiry any reference to them ever had
 - ``{prefix}:doomed``: sorted set of keys being deleted, by the time their mark lapses
+- ``{prefix}:postponed``: sorted set of keys whose delete failed, by when, for `sweep` to retry
 - ``{prefix}:usage:{tenant}``: sorted set of ``size|key|job`` by expiry; ``{prefix}:usage-bytes:{tenant}``
   holds their sum, so `usage` costs only the references that expired since the last call.
 
@@ -52,6 +53,7 @@ if mark then
   if tonumber(mark) > tonumber(ARGV[7]) then return 0 end
   redis.call('ZREM', P .. ':doomed', key)
 end
+redis.call('ZREM', P .. ':postponed', key)
 local refs = P .. ':refs:' .. key
 local old = redis.call('HGET', refs, job)
 if old then drop_usage(key, job, old) end
@@ -106,7 +108,20 @@ for _, key in ipairs(redis.call('ZRANGEBYSCORE', P .. ':doomed', '-inf', ARGV[2]
   redis.call('ZADD', P .. ':doomed', ARGV[3], key)
   table.insert(out, key)
 end
+for _, key in ipairs(redis.call('ZRANGE', P .. ':postponed', 0, tonumber(ARGV[4]) - 1)) do
+  redis.call('ZREM', P .. ':postponed', key)
+  redis.call('ZADD', P .. ':doomed', ARGV[3], key)
+  table.insert(out, key)
+end
 return out
+"""
+
+# ARGV: prefix, key, now
+_POSTPONE = """
+if redis.call('ZREM', ARGV[1] .. ':doomed', ARGV[2]) == 1 then
+  redis.call('ZADD', ARGV[1] .. ':postponed', ARGV[3], ARGV[2])
+end
+return 1
 """
 
 
@@ -130,6 +145,7 @@ class RedisLedger:
         client = link.client
         self._attach, self._detach = client.register_script(_ATTACH), client.register_script(_DETACH)
         self._usage, self._sweep = client.register_script(_USAGE), client.register_script(_SWEEP)
+        self._postpone = client.register_script(_POSTPONE)
 
     async def attach(self, key: str, job_id: str, tenant: str, size: int, expires_at: float) -> bool:
         now = self._clock()
@@ -147,6 +163,10 @@ class RedisLedger:
     async def forget(self, key: str) -> None:
         doomed = f"{self._prefix}:doomed"
         await artifact_call(self._link, "artifact_forget", lambda r: r.zrem(doomed, check_key(key)))
+
+    async def postpone(self, key: str) -> None:
+        args = [self._prefix, check_key(key), repr(self._clock())]
+        await artifact_call(self._link, "artifact_postpone", lambda r: self._postpone(keys=[], args=args, client=r))
 
     async def references(self, key: str) -> list[Reference]:
         refs = f"{self._prefix}:refs:{check_key(key)}"

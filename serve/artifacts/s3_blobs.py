@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from serve.artifacts.blobs import DEFAULT_CHUNK_SIZE
 from serve.artifacts.errors import ArtifactStoreUnavailable
@@ -35,7 +35,10 @@ _RENEW_MARGIN_S = 3600.0
 
 
 def s3_client(environ: Mapping[str, str] | None = None, *, endpoint_url: str | None = None) -> Any:
-    """A boto3 S3 client with short timeouts and SigV4 presigning; the rest from boto3's chain."""
+    """A boto3 S3 client with short timeouts and SigV4 presigning, configured from `environ`'s AWS variables.
+
+    Variables that are unset fall through to boto3's own chain (config files, workload identity).
+    """
     env = os.environ if environ is None else environ
     config = Config(
         signature_version="s3v4",
@@ -43,8 +46,15 @@ def s3_client(environ: Mapping[str, str] | None = None, *, endpoint_url: str | N
         read_timeout=30,
         retries={"max_attempts": 2, "mode": "standard"},
     )
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
-    return boto3.session.Session().client("s3", region_name=region, endpoint_url=endpoint_url, config=config)
+    return boto3.session.Session().client(
+        "s3",
+        region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None,
+        endpoint_url=endpoint_url or env.get("AWS_ENDPOINT_URL_S3") or env.get("AWS_ENDPOINT_URL") or None,
+        aws_access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=env.get("AWS_SESSION_TOKEN") or None,
+        config=config,
+    )
 
 
 class S3BlobStore:
@@ -174,6 +184,8 @@ class S3BlobStore:
         code = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
         if code in ("AccessDenied", "NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             detail += " (check the bucket name and the credentials' permissions)"
+        elif isinstance(exc, NoCredentialsError):
+            detail += " (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give the pod a workload identity)"
         return ArtifactStoreUnavailable(f"object store s3://{self.bucket}: {op} {name} failed ({detail}); retry later")
 
 

@@ -78,7 +78,7 @@ class ArtifactStore:
         """Drop `job_id`'s reference; True when it was the last one and the blob is now deleted.
 
         If the delete fails (`ArtifactStoreUnavailable`), the reference is gone all the same and
-        `sweep` deletes the blob once its doom mark lapses.
+        the next `sweep` deletes the blob (unless a new job references those bytes first).
         """
         if not await self.ledger.detach(ref.key, job_id):
             return False
@@ -119,7 +119,7 @@ class ArtifactStore:
         while not await self.ledger.attach(ref.key, job_id, tenant, ref.size, expires_at):
             if time.monotonic() >= deadline:
                 raise ArtifactStoreUnavailable(
-                    f"artifact {ref.key} has been being deleted for {self._busy_wait_s:g} s; retry shortly")
+                    f"artifact {ref.key} is still being deleted after {self._busy_wait_s:g} s; retry shortly")
             await asyncio.sleep(self._busy_poll_s)
 
     async def _undo(self, ref: ArtifactRef, job_id: str) -> None:
@@ -131,5 +131,13 @@ class ArtifactStore:
             log.warning("could not undo the reference of job %s to %s: %s", job_id, ref.key, exc)
 
     async def _delete(self, key: str) -> None:
-        await self.blobs.delete(key)
+        try:
+            await self.blobs.delete(key)
+        except ArtifactStoreUnavailable:
+            # Don't make saves of these bytes wait for a store that is down; `sweep` retries the delete.
+            try:
+                await self.ledger.postpone(key)
+            except ArtifactStoreUnavailable as exc:
+                log.warning("could not postpone deleting %s (its mark lapses on its own): %s", key, exc)
+            raise
         await self.ledger.forget(key)
