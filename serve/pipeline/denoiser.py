@@ -2,6 +2,12 @@
 
 It also reads the VAE *config* (never its weights): the latent grid depends on the VAE's 16x spatial
 and 4x temporal compression, and a pipeline built without it silently assumes 8x.
+
+A request that carries ``image_latents`` (from ``Decoder.encode_image``) is image-to-video, step for
+step as ``WanImageToVideoPipeline`` does it for ``expand_timesteps`` models: the first latent frame
+of the transformer's input is the image's latent, its tokens get timestep 0, and the result's first
+frame is the image's latent. Text-to-video requests run exactly as before, alone or in a batch with
+image-to-video ones.
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class DenoiseRequest:
     embeddings: PromptEmbeddings
     shape: LatentShape
     seed: int
+    image_latents: torch.Tensor | None = None
+    """The reference image's normalised latent [1, C, 1, h, w] (``Decoder.encode_image`` at the
+    request's width x height), or None for text-to-video."""
 
 
 class Denoiser:
@@ -128,16 +137,17 @@ class Denoiser:
             device=self.device,
             dtype=torch.float32,
         )
-        mask = torch.ones(latents.shape, dtype=torch.float32, device=self.device)
+        mask, condition = self._first_frame_condition(requests, latents)
         scheduler.set_begin_index(0)
         for index, t in enumerate(timesteps):
-            model_input = latents.to(self.dtype)
-            if self.expand_timesteps:
-                # Wan2.2 TI2V: one timestep per latent patch token.
-                per_token = (mask[0][0][:, ::2, ::2] * t).flatten()
-                timestep = per_token.unsqueeze(0).expand(latents.shape[0], -1)
+            if condition is None:
+                model_input = latents.to(self.dtype)
             else:
-                timestep = t.expand(latents.shape[0])
+                # The image's latent stands in for the first frame of what the transformer sees.
+                model_input = ((1 - mask) * condition + mask * latents).to(self.dtype)
+            # Wan2.2 TI2V: one timestep per latent patch token (patch 1x2x2), 0 on the image's frame.
+            per_token = self.expand_timesteps
+            timestep = (mask[:, 0, :, ::2, ::2] * t).flatten(1) if per_token else t.expand(latents.shape[0])
             noise = self._predict(model_input, timestep, cond, index, scheduler, "cond", len(timesteps))
             if uncond is not None:
                 noise_uncond = self._predict(
@@ -147,7 +157,43 @@ class Denoiser:
             latents = scheduler.step(noise, t, latents, return_dict=False)[0]
             if on_step is not None:
                 on_step(index + 1, len(timesteps))
+        if condition is not None:
+            # The scheduler also moved the first frame; the video's first frame is the image's latent.
+            latents = (1 - mask) * condition + mask * latents
         return latents
+
+    def _first_frame_condition(
+        self, requests: list[DenoiseRequest], latents: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(mask [B, 1, F, h, w]: 0 on an image's frame, 1 elsewhere; conditions [B, C, 1, h, w] or None).
+
+        A text-to-video member of a mixed batch keeps a mask of ones and a zero condition, so
+        ``(1 - mask) * condition + mask * latents`` is exactly its own latents.
+        """
+        torch = self._torch
+        batch, channels, frames, height, width = latents.shape
+        mask = torch.ones((batch, 1, frames, height, width), dtype=torch.float32, device=self.device)
+        if all(request.image_latents is None for request in requests):
+            return mask, None
+        if not self.expand_timesteps:
+            raise ValueError(
+                "image conditioning needs a model with expand_timesteps (Wan2.2 TI2V); "
+                "this model_index.json does not set it"
+            )
+        expected = (1, channels, 1, height, width)
+        conditions = []
+        for row, request in enumerate(requests):
+            if request.image_latents is None:
+                conditions.append(torch.zeros(expected, dtype=torch.float32, device=self.device))
+                continue
+            if tuple(request.image_latents.shape) != expected:
+                raise ValueError(
+                    f"image latents of shape {tuple(request.image_latents.shape)} do not fit latents "
+                    f"{tuple(latents.shape[1:])}: encode the image at the request's width x height"
+                )
+            mask[row, :, 0] = 0
+            conditions.append(request.image_latents.to(self.device, torch.float32))
+        return mask, torch.cat(conditions)
 
     def _predict(
         self,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -17,6 +18,9 @@ from serve.pipeline.decoder import Decoder
 from serve.pipeline.denoiser import Denoiser, DenoiseRequest, LatentShape, StepCallback
 from serve.pipeline.text_encoder import PromptEmbeddings, TextEncoder
 from serve.pipeline.video import encode_mp4, encode_png, to_uint8
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 def shape_of(params: GenerationParams) -> LatentShape:
@@ -54,14 +58,28 @@ class StagePipeline:
         self.denoiser = Denoiser(model_dir, device, compile=compile)
         self.decoder = Decoder(model_dir, device)
 
-    def generate(self, params: GenerationParams, seed: int, on_step: StepCallback | None = None) -> Generation:
+    def generate(
+        self,
+        params: GenerationParams,
+        seed: int,
+        on_step: StepCallback | None = None,
+        image: Image.Image | None = None,
+    ) -> Generation:
+        """Text-to-video, or image-to-video when ``image`` (from ``load_reference_image``) is given."""
         timings: dict[str, float] = {}
         started = time.perf_counter()
         embeddings = encode_request(self.text_encoder, params)
         timings["text_encoder"] = time.perf_counter() - started
 
+        image_latents = None
+        if image is not None:
+            started = time.perf_counter()
+            image_latents = self.decoder.encode_image(image, params.width, params.height)
+            timings["image_encoder"] = time.perf_counter() - started
+
         started = time.perf_counter()
-        latents = self.denoiser.denoise(DenoiseRequest(embeddings, shape_of(params), seed), on_step)
+        request = DenoiseRequest(embeddings, shape_of(params), seed, image_latents)
+        latents = self.denoiser.denoise(request, on_step)
         timings["denoiser"] = time.perf_counter() - started
 
         started = time.perf_counter()

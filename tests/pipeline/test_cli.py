@@ -57,3 +57,27 @@ def test_tiny_checkpoint_command_writes_a_loadable_directory(tmp_path):
         capture_output=True, text=True, timeout=300,
     )
     assert check.returncode == 0, check.stderr
+
+
+def test_generate_with_an_image_conditions_the_video_on_it(tmp_path, tiny_dir):
+    from PIL import Image
+
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(tmp_path / "first.png")
+    out = tmp_path / "i2v.mp4"
+    result = _wanserve("generate", "a red wall", "--image", str(tmp_path / "first.png"),
+                       "--size", "256x128", "--frames", "5", "--steps", "2", "--seed", "1",
+                       "-o", str(out), "--model", str(tiny_dir), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert read_mp4_frames(out.read_bytes()).shape == (5, 128, 256, 3)
+    assert "image_encoder" in result.stdout  # the image went through the VAE encoder
+
+
+def test_generate_refuses_an_image_that_is_not_png_jpeg_or_webp(tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (32, 32)).save(tmp_path / "first.gif")
+    out = tmp_path / "never.mp4"
+    result = _wanserve("generate", "a dog", "--image", str(tmp_path / "first.gif"), "-o", str(out), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is a GIF file; send a PNG, JPEG or WebP image" in result.stderr
+    assert not out.exists()
