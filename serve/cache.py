@@ -1,7 +1,7 @@
 """Result cache: identical requests get the stored mp4 without touching a GPU stage.
 
-The key is a hash of everything that changes the pixels (model version, normalised prompt, size,
-frames, fps, steps, guidance, seed, scheduler) plus a scope (e.g. the tenant, so one tenant's
+The key is a hash of everything that changes the pixels (the model version and every generation
+parameter, by construction, with the prompt normalised) plus a scope (e.g. the tenant, so one tenant's
 results are never served to another). A request without a seed gets one derived from its prompt,
 so hot prompts hit instead of each drawing a fresh random seed.
 
@@ -23,10 +23,11 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from serve.params import GenerationParams
 from serve.redis_link import ErrorHook, RedisLink, RedisRequestError, RedisUnavailable
 
 # Bump when the key's inputs or their encoding change, so old entries stop matching.
-CACHE_KEY_VERSION = 1
+CACHE_KEY_VERSION = 2
 
 _WHITESPACE = re.compile(r"\s+")
 
@@ -36,38 +37,18 @@ def normalise_prompt(prompt: str) -> str:
     return _WHITESPACE.sub(" ", unicodedata.normalize("NFKC", prompt)).strip()
 
 
-def cache_key(
-    *,
-    model_version: str,
-    prompt: str,
-    negative_prompt: str | None,
-    width: int,
-    height: int,
-    num_frames: int,
-    fps: int,
-    num_inference_steps: int,
-    guidance_scale: float,
-    seed: int,
-    scheduler: str,
-    scope: str,
-) -> str:
-    """sha256 hex of the canonical JSON of every input that changes the generated video."""
-    canonical = {
-        "v": CACHE_KEY_VERSION,
-        "model_version": model_version,
-        "prompt": normalise_prompt(prompt),
-        "negative_prompt": normalise_prompt(negative_prompt or ""),
-        "width": int(width),
-        "height": int(height),
-        "num_frames": int(num_frames),
-        "fps": int(fps),
-        "num_inference_steps": int(num_inference_steps),
-        # float() so 5 and 5.0 encode the same
-        "guidance_scale": float(guidance_scale),
-        "seed": int(seed),
-        "scheduler": scheduler,
-        "scope": scope,
-    }
+def cache_key(params: GenerationParams, *, model_version: str, scope: str, **inputs: str) -> str:
+    """sha256 hex of the canonical JSON of every input that changes the generated video.
+
+    Every field of ``params`` is in the key by construction (a field added to GenerationParams changes
+    the key without touching this function); ``inputs`` are further content digests (a reference
+    image's, say). Prompts are normalised first, so whitespace and NFKC variants share a key.
+    """
+    fields = params.model_dump(mode="json")
+    fields["prompt"] = normalise_prompt(fields["prompt"])
+    fields["negative_prompt"] = normalise_prompt(fields.get("negative_prompt") or "")
+    canonical = {"v": CACHE_KEY_VERSION, "model_version": model_version, "scope": scope, "params": fields,
+                 "inputs": dict(sorted(inputs.items()))}
     blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(blob.encode()).hexdigest()
 

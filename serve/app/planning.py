@@ -75,13 +75,7 @@ def plan_request(
     params = params.model_copy(update={"prompt": normalise_prompt(params.prompt)})
     served_params, served = apply_tier(params, policy.tier)
     scope = "shared" if body.shared_cache else f"tenant:{tenant}"
-    key = cache_key(
-        model_version=version, prompt=served_params.prompt, negative_prompt=served_params.negative_prompt,
-        width=served_params.width, height=served_params.height, num_frames=served_params.num_frames,
-        fps=served_params.fps, num_inference_steps=served_params.num_inference_steps,
-        guidance_scale=served_params.guidance_scale, seed=served_params.seed or 0,
-        scheduler=served_params.scheduler, scope=scope,
-    )
+    key = cache_key(served_params, model_version=version, scope=scope)
     served_model = None if served is None else ServedParams(**served.model_dump())
     return Plan(params, served_params, version, body.priority, key, served_model, tenant, compute_units(params))
 

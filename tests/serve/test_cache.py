@@ -21,6 +21,7 @@ from serve.cache import (
     deterministic_seed,
     normalise_prompt,
 )
+from serve.params import GenerationParams
 from serve.redis_link import RedisLink
 
 if TYPE_CHECKING:
@@ -43,7 +44,30 @@ BASE: dict[str, Any] = {
 
 
 def key(**overrides: Any) -> str:
-    return cache_key(**{**BASE, **overrides})
+    fields = {**BASE, **overrides}
+    model_version, scope = fields.pop("model_version"), fields.pop("scope")
+    return cache_key(GenerationParams(**fields), model_version=model_version, scope=scope)
+
+
+class ParamsWithANewField(GenerationParams):
+    """What GenerationParams looks like after someone adds a field to the API."""
+
+    motion_strength: float = 0.5
+
+
+def test_a_new_generation_field_is_in_the_key_by_construction() -> None:
+    fields = {k: v for k, v in BASE.items() if k not in ("model_version", "scope")}
+    low = ParamsWithANewField(**fields, motion_strength=0.1)
+    high = ParamsWithANewField(**fields, motion_strength=0.9)
+    assert cache_key(low, model_version="m", scope="s") != cache_key(high, model_version="m", scope="s")
+
+
+def test_further_inputs_such_as_an_image_digest_change_the_key() -> None:
+    params = GenerationParams(**{k: v for k, v in BASE.items() if k not in ("model_version", "scope")})
+    plain = cache_key(params, model_version="m", scope="s")
+    assert cache_key(params, model_version="m", scope="s", image="sha256:aa") != plain
+    assert cache_key(params, model_version="m", scope="s", image="sha256:aa") != cache_key(
+        params, model_version="m", scope="s", image="sha256:bb")
 
 
 class FakeClock:
@@ -100,7 +124,7 @@ def test_prompt_case_changes_the_key() -> None:
         ("num_inference_steps", 30),
         ("guidance_scale", 4.5),
         ("seed", 43),
-        ("scheduler", "euler"),
+        ("scheduler", "dpm++"),
         ("scope", "acme"),
     ],
 )
@@ -112,8 +136,8 @@ def test_integral_guidance_scale_keys_like_its_float() -> None:
     assert key(guidance_scale=5) == key(guidance_scale=5.0)
 
 
-def test_missing_negative_prompt_keys_like_an_empty_one() -> None:
-    assert key(negative_prompt=None) == key(negative_prompt="")
+def test_a_blank_negative_prompt_keys_like_an_empty_one() -> None:
+    assert key(negative_prompt="  \t ") == key(negative_prompt="")
 
 
 def test_normalise_prompt_keeps_case() -> None:
