@@ -66,9 +66,9 @@ async def _run_local(args: argparse.Namespace) -> int:
     metrics = DecisionMetrics()
     if args.metrics_port:
         metrics.serve(args.metrics_port)
-    controller = LocalController(
-        spec, source_for(spec.metrics, f"{base}/metrics", args.admin_key or None), LocalActuator(base, args.admin_key), metrics
-    )
+    # The admin key also opens /metrics on a keyed ingress.
+    source = source_for(spec.metrics, f"{base}/metrics", args.admin_key or None)
+    controller = LocalController(spec, source, LocalActuator(base, args.admin_key), metrics)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

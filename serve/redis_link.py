@@ -90,12 +90,12 @@ class RedisLink:
         # while restarting. No retry on timeouts, and not redis-py's default of 3 retries with
         # backoff: a hung Redis would then stall each request for seconds, exactly when we want to
         # give up fast and fall back.
-        self.client: Redis = Redis.from_url(
+        self.client: Redis = Redis.from_url(  # type: ignore[call-overload]
             url,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
             retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
-            **connection_options(url),  # type: ignore[arg-type]
+            **connection_options(url),
         )
 
     @property

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from serve.jobs import Priority, VideoPublic
 from serve.params import MAX_FRAMES, MAX_PROMPT_CHARS, GenerationParams, Scheduler
 from serve.policy import TEMPORAL_FACTOR, SizeText, parse_size
 
@@ -27,7 +28,7 @@ class VideoCreate(BaseModel):
     guidance_scale: float | None = None
     seed: int | None = None
     scheduler: Scheduler | None = None
-    priority: Literal["realtime", "batch"] = "realtime"
+    priority: Priority = "realtime"
     # Tenants may opt in to the shared cache pool (issue: multi-tenant access).
     shared_cache: bool = False
 
@@ -63,44 +64,6 @@ def frames_for_seconds(seconds: float, fps: int) -> int:
             f"({MAX_FRAMES / fps:.2f}s at {fps} fps) are allowed"
         )
     return snapped
-
-
-class VideoError(BaseModel):
-    code: str
-    message: str
-
-
-class ServedAs(BaseModel):
-    """What was actually generated when a degradation tier changed the request."""
-
-    tier: str
-    size: str
-    num_frames: int
-    num_inference_steps: int
-
-
-class VideoPublic(BaseModel):
-    """A video job, as OpenAI's video object plus what wanserve served."""
-
-    id: str
-    object: Literal["video"] = "video"
-    model: str
-    status: Literal["queued", "in_progress", "completed", "failed"]
-    progress: int
-    created_at: int
-    completed_at: int | None = None
-    expires_at: int | None = None
-    size: str
-    seconds: str
-    prompt: str
-    priority: str
-    num_frames: int
-    fps: int
-    num_inference_steps: int
-    seed: int
-    error: VideoError | None = None
-    served: ServedAs | None = None
-    cache_hit: bool = False
 
 
 class VideoList(BaseModel):

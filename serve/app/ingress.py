@@ -18,7 +18,7 @@ from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
-from serve.app.api_models import VideoCreate, VideoDeleted, VideoList, VideoPublic
+from serve.app.api_models import VideoCreate, VideoDeleted, VideoList
 from serve.app.args import AppArgs
 from serve.app.errors import ApiError, error_body, install_error_handlers, validation_message
 from serve.app.generation import VideoService
@@ -36,7 +36,7 @@ from serve.app.request_guard import (
 )
 from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
-from serve.jobs import VideoJob
+from serve.jobs import VideoJob, VideoPublic
 from serve.policy import ServingPolicy
 from serve.tenancy import AccessDenied, Caller, QuotaKeeper, TenantRegistry, authorize
 
@@ -84,8 +84,8 @@ async def _admit(request: Request, call_next: Callable[[Request], Awaitable[Resp
     try:
         check_declared_length(request.headers.get("content-length"), ingress.args.max_body_bytes)
         check_same_origin(request.method, request.headers)
-    except ApiError as error:
-        return JSONResponse(error_body(error.code, error.message, error.param), error.status)
+    except ApiError as refused:
+        return JSONResponse(error_body(refused.code, refused.message, refused.param), refused.status)
     decision = authorize(path, request.headers.get("authorization"), ingress.tenants, ingress.args.admin_key,
                          ingress.args.metrics_key)
     if isinstance(decision, AccessDenied):
@@ -107,7 +107,7 @@ CallerDep = Annotated[Caller, Depends(_caller)]
 
 
 def _public(job: VideoJob) -> VideoPublic:
-    return VideoPublic.model_validate(job.model_dump(exclude={"tenant", "cache_key"}))
+    return job.public()
 
 
 async def _create_body(request: Request, max_bytes: int) -> VideoCreate:

@@ -22,9 +22,11 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Literal
 
-Lane = Literal["realtime", "batch"]
+from serve.jobs.model import Priority
+
+# A lane is a priority: the one type, from the job model.
+Lane = Priority
 LANES: tuple[Lane, ...] = ("realtime", "batch")
 
 

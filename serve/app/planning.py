@@ -76,8 +76,7 @@ def plan_request(
     served_params, served = apply_tier(params, policy.tier)
     scope = "shared" if body.shared_cache else f"tenant:{tenant}"
     key = cache_key(served_params, model_version=version, scope=scope)
-    served_model = None if served is None else ServedParams(**served.model_dump())
-    return Plan(params, served_params, version, body.priority, key, served_model, tenant, compute_units(params))
+    return Plan(params, served_params, version, body.priority, key, served, tenant, compute_units(params))
 
 
 def _check_frame_area(params: GenerationParams, max_frame_area: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
-from serve.app.api_models import ServedAs
+from serve.jobs import ServedParams
 from serve.params import GenerationParams
 from serve.policy import DegradationTier, Instance, ServingPolicy, snap_frames, snap_size, snap_steps
 
@@ -34,7 +34,7 @@ def choose_version(
     return next(version for version, weight in reversed(weighted) if weight > 0)
 
 
-def apply_tier(params: GenerationParams, tier: DegradationTier) -> tuple[GenerationParams, ServedAs | None]:
+def apply_tier(params: GenerationParams, tier: DegradationTier) -> tuple[GenerationParams, ServedParams | None]:
     """Fit the request into the tier's limits, on the model's size and frame grids."""
     width, height = snap_size(params.width, params.height, tier.max_area)
     frames = snap_frames(params.num_frames, tier.max_frames)
@@ -44,7 +44,7 @@ def apply_tier(params: GenerationParams, tier: DegradationTier) -> tuple[Generat
     served = params.model_copy(
         update={"width": width, "height": height, "num_frames": frames, "num_inference_steps": steps}
     )
-    return served, ServedAs(tier=tier.name, size=served.size, num_frames=frames, num_inference_steps=steps)
+    return served, ServedParams(tier=tier.name, size=served.size, num_frames=frames, num_inference_steps=steps)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from serve.jobs.model import (
     Priority,
     ServedParams,
     VideoJob,
+    VideoPublic,
     new_job_id,
 )
 from serve.jobs.redis_store import JobBacklogFull, RedisJobStore
@@ -36,5 +37,6 @@ __all__ = [
     "RedisJobStore",
     "ServedParams",
     "VideoJob",
+    "VideoPublic",
     "new_job_id",
 ]

@@ -37,8 +37,8 @@ class ServedParams(BaseModel):
     num_inference_steps: int
 
 
-class VideoJob(BaseModel):
-    """One text-to-video request as the API shows it (OpenAI's video object plus our fields)."""
+class VideoPublic(BaseModel):
+    """A video job as the API shows it: OpenAI's video object plus what wanserve served."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -58,11 +58,19 @@ class VideoJob(BaseModel):
     num_inference_steps: int
     seed: int
     priority: Priority
-    tenant: str = "default"
-    cache_key: str
     error: JobError | None = None
     served: ServedParams | None = None
     cache_hit: bool = False
+
+
+class VideoJob(VideoPublic):
+    """The stored job: its public view plus what only the service reads (owner, cache key)."""
+
+    tenant: str = "anonymous"
+    cache_key: str
+
+    def public(self) -> VideoPublic:
+        return VideoPublic.model_validate(self.model_dump(include=set(VideoPublic.model_fields)))
 
 
 JobPage = tuple[list[VideoJob], bool]

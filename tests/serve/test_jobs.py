@@ -33,6 +33,7 @@ def make_job(**overrides: Any) -> VideoJob:
         "seed": 42,
         "priority": "realtime",
         "cache_key": "k" * 64,
+        "tenant": "default",
     }
     return VideoJob(**{**fields, **overrides})
 
