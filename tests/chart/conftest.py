@@ -57,6 +57,16 @@ class Rendered:
         assert len(found) == 1, f"{self.scenario}: expected one {kind}, got {len(found)}"
         return found[0]
 
+    def named(self, kind: str, name: str) -> dict[str, Any]:
+        found = [obj for obj in self.of_kind(kind) if obj["metadata"]["name"] == name]
+        assert len(found) == 1, f"{self.scenario}: expected one {kind} {name}, got {len(found)}"
+        return found[0]
+
+    def env_of(self, pod: str) -> dict[str, dict[str, Any]]:
+        """The first container's environment of one pod spec (named as ``pod_specs`` names them)."""
+        spec = dict(self.pod_specs())[pod]
+        return {e["name"]: e for e in spec["containers"][0].get("env", [])}
+
     @property
     def rayservice(self) -> dict[str, Any]:
         return self.one("RayService")

@@ -14,6 +14,7 @@ EXPECTED_ROLE_RULES = [
     (("",), ("events",), {"create", "patch"}),
 ]
 
+OPERATOR = "wanserve-operator"
 FORBIDDEN_VERBS = {"delete", "deletecollection", "update", "escalate", "bind", "impersonate"}
 
 
@@ -54,7 +55,7 @@ def test_cluster_scope_only_for_the_optional_crd_watch(render):
 
 def test_bindings_point_at_the_operator_service_account(rendered):
     accounts = {sa["metadata"]["name"] for sa in rendered.of_kind("ServiceAccount")}
-    deployment = rendered.one("Deployment")
+    deployment = rendered.named("Deployment", OPERATOR)
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] in accounts
     for kind in ("RoleBinding", "ClusterRoleBinding"):
         for binding in rendered.of_kind(kind):
@@ -62,7 +63,7 @@ def test_bindings_point_at_the_operator_service_account(rendered):
 
 
 def test_operator_runs_one_replica_of_wanserve_operator_kubernetes(render):
-    deployment = render("defaults").one("Deployment")
+    deployment = render("defaults").named("Deployment", OPERATOR)
     assert deployment["spec"]["replicas"] == 1
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -79,7 +80,8 @@ def test_operator_runs_one_replica_of_wanserve_operator_kubernetes(render):
 
 
 def test_operator_cli_accepts_the_rendered_arguments(render):
-    (container,) = render("values-06-hardened.yaml").one("Deployment")["spec"]["template"]["spec"]["containers"]
+    deployment = render("values-06-hardened.yaml").named("Deployment", OPERATOR)
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
     args = [arg.replace("$(POD_NAMESPACE)", "video") for arg in container["args"]]
     parsed = operator_cli._parser().parse_args(args)
     assert (parsed.mode, parsed.namespace, parsed.metrics_port) == ("kubernetes", "video", 8080)
@@ -136,4 +138,5 @@ def test_prometheus_source_carries_its_url(render):
 def test_operator_can_be_left_out(render):
     rendered = render(set_values=("operator.enabled=false",))
     kinds = {obj["kind"] for obj in rendered.objects}
-    assert not kinds & {"Deployment", "Role", "RoleBinding", "ServiceAccount", "VideoServingPolicy"}
+    assert not kinds & {"Role", "RoleBinding", "ServiceAccount", "VideoServingPolicy"}
+    assert [d["metadata"]["name"] for d in rendered.of_kind("Deployment")] == ["wanserve-redis-cache"]

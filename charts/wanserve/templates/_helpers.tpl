@@ -117,28 +117,6 @@ Call with the stage's values map.
 {{- end }}
 {{- end }}
 
-{{- define "wanserve.redisSecretName" -}}
-{{- if .Values.redis.auth.existingSecret }}
-{{- .Values.redis.auth.existingSecret }}
-{{- else }}
-{{- printf "%s-redis" (include "wanserve.fullname" .) }}
-{{- end }}
-{{- end }}
-
-{{/* Whether pods get WANSERVE_REDIS_PASSWORD: an internal Redis always has one, an external one if a Secret is named. */}}
-{{- define "wanserve.redisHasPassword" -}}
-{{- if or (eq .Values.redis.mode "internal") (and (eq .Values.redis.mode "external") .Values.redis.auth.existingSecret) }}true{{- end }}
-{{- end }}
-
-{{/* The application's redis_url: no password in it, that comes from the Secret through the environment. */}}
-{{- define "wanserve.redisUrl" -}}
-{{- if eq .Values.redis.mode "internal" }}
-{{- printf "redis://%s-redis.%s.svc:6379/0" (include "wanserve.fullname" .) .Release.Namespace }}
-{{- else if eq .Values.redis.mode "external" }}
-{{- .Values.redis.external.url }}
-{{- end }}
-{{- end }}
-
 {{/* The Ingress metrics URL the operator scrapes by default: KubeRay's serve Service. */}}
 {{- define "wanserve.serveMetricsUrl" -}}
 {{- printf "http://%s-serve-svc.%s.svc:8000/metrics" (include "wanserve.rayServiceName" .) .Release.Namespace }}
@@ -169,7 +147,11 @@ Call with the stage's values map.
   value: /tmp/.triton
 {{- end }}
 
-{{/* Environment of Ray containers: the common one plus the Redis password (never in serveConfigV2). */}}
+{{/*
+Environment of Ray containers, i.e. of every pod that can run Serve code (the Ingress on the head or a
+worker, the stages on workers): the Redis password and the access keys come from Secrets, never from
+serveConfigV2.
+*/}}
 {{- define "wanserve.rayEnv" -}}
 {{ include "wanserve.commonEnv" . }}
 {{- if include "wanserve.redisHasPassword" . }}
@@ -179,6 +161,20 @@ Call with the stage's values map.
       name: {{ include "wanserve.redisSecretName" . }}
       key: {{ .Values.redis.auth.secretKey }}
 {{- end }}
+{{- if include "wanserve.redisTlsCaFile" . }}
+- name: WANSERVE_REDIS_TLS_CA_FILE
+  value: {{ include "wanserve.redisTlsCaFile" . }}
+{{- end }}
+- name: WANSERVE_ADMIN_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "wanserve.adminKeySecretName" . }}
+      key: {{ .Values.tenancy.adminKey.secretKey }}
+- name: WANSERVE_METRICS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "wanserve.metricsKeySecretName" . }}
+      key: {{ .Values.tenancy.metricsKey.secretKey }}
 {{- with .Values.ray.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -234,6 +230,9 @@ Checks that span several values; rendering fails with a message that says what t
 {{- if and (eq $v.redis.mode "external") (not $v.redis.external.url) }}
 {{- fail "redis.mode is external but redis.external.url is empty: set it (redis://host:6379/0) or use redis.mode=internal" }}
 {{- end }}
+{{- include "wanserve.validateRedis" . }}
+{{- include "wanserve.validateRayHead" . }}
+{{- include "wanserve.validateTenancy" . }}
 {{- if and (eq $v.ray.upgradeStrategy.type "NewClusterWithIncrementalUpgrade") (not $v.ray.upgradeStrategy.clusterUpgradeOptions.gatewayClassName) }}
 {{- fail "ray.upgradeStrategy.type NewClusterWithIncrementalUpgrade needs ray.upgradeStrategy.clusterUpgradeOptions.gatewayClassName (and stepSizePercent, intervalSeconds)" }}
 {{- end }}

@@ -13,6 +13,7 @@ runtime's default 64 MiB would starve it). The model volume is mounted read-only
   mountPath: {{ .Values.model.mountPath }}
   readOnly: true
 {{- include "wanserve.tenancyVolumeMount" . }}
+{{- include "wanserve.redisTlsVolumeMount" . }}
 {{- end }}
 
 {{/* Call with (dict "root" $ "sharedMemorySize" "8Gi"). */}}
@@ -36,4 +37,5 @@ runtime's default 64 MiB would starve it). The model volume is mounted read-only
     type: Directory
   {{- end }}
 {{- include "wanserve.tenancyVolume" .root }}
+{{- include "wanserve.redisTlsVolume" .root }}
 {{- end }}

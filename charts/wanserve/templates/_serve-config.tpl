@@ -57,7 +57,13 @@ The Ingress user_config carries the serving policy the operator patches later.
     "model_version" $v.model.version
     "redis_url" (ternary $redisUrl nil (ne $redisUrl ""))
     "device" $v.model.device
+    "max_frame_area" (int $v.model.maxFrameArea)
+    "lanes" (dict "tenant_queue_share" $v.lanes.tenantQueueShare)
     "backup_instance" $v.policy.failover.backupInstance }}
+{{- /* Unset means the cache shares redis_url. */}}
+{{- with include "wanserve.redisCacheUrl" . }}
+{{- $_ := set $args "cache_redis_url" . }}
+{{- end }}
 {{- /* The same placement as args, for the deployments the builder adds itself (candidate, backup). */}}
 {{- $_ := set $args "ingress" (dict
     "num_cpus" $v.ingress.numCpus

@@ -13,12 +13,27 @@ change with values while the keys stay in the Secret.
 {{- printf "%s/api-keys.yaml" (trimSuffix "/" .Values.tenancy.mountPath) }}
 {{- end }}
 
-{{/* Quotas in the app's snake_case, only the limits that are set. Call with the quotas map. */}}
+{{/*
+Quotas in the app's snake_case; call with (dict "quotas" <map> "complete" <bool>). A limit given is passed
+on, null meaning unlimited. Helm drops a key whose override is null, so for the defaults (complete) a
+missing limit is rendered as null; a tenant's own quotas pass only the limits it names. Byte counts go
+through int64: values arrive as floats, and toYaml would print 2147483648 as 2.147483648e+09.
+*/}}
 {{- define "wanserve.tenantQuotas" -}}
+{{- $q := .quotas | default dict }}
 {{- $out := dict }}
-{{- if not (kindIs "invalid" .requestsPerMinute) }}{{ $_ := set $out "requests_per_minute" (int .requestsPerMinute) }}{{ end }}
-{{- if not (kindIs "invalid" .maxConcurrentJobs) }}{{ $_ := set $out "max_concurrent_jobs" (int .maxConcurrentJobs) }}{{ end }}
-{{- if not (kindIs "invalid" .dailyVideoSeconds) }}{{ $_ := set $out "daily_video_seconds" .dailyVideoSeconds }}{{ end }}
+{{- range $key, $field := dict "requestsPerMinute" "requests_per_minute" "maxConcurrentJobs" "max_concurrent_jobs" "dailyComputeUnits" "daily_compute_units" "maxStorageBytes" "max_storage_bytes" }}
+{{- if or $.complete (hasKey $q $key) }}
+{{- $value := index $q $key }}
+{{- if kindIs "invalid" $value }}
+{{- $_ := set $out $field nil }}
+{{- else if eq $key "dailyComputeUnits" }}
+{{- $_ := set $out $field (float64 $value) }}
+{{- else }}
+{{- $_ := set $out $field (int64 $value) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- toYaml $out }}
 {{- end }}
 
@@ -31,12 +46,12 @@ change with values while the keys stay in the Secret.
 {{- if hasKey $tenant "admin" }}{{ $_ := set $settings "admin" $tenant.admin }}{{ end }}
 {{- if hasKey $tenant "weight" }}{{ $_ := set $settings "weight" $tenant.weight }}{{ end }}
 {{- if hasKey $tenant "sharedCacheOptIn" }}{{ $_ := set $settings "shared_cache_opt_in" $tenant.sharedCacheOptIn }}{{ end }}
-{{- if hasKey $tenant "quotas" }}{{ $_ := set $settings "quotas" (include "wanserve.tenantQuotas" $tenant.quotas | fromYaml) }}{{ end }}
+{{- if hasKey $tenant "quotas" }}{{ $_ := set $settings "quotas" (include "wanserve.tenantQuotas" (dict "quotas" $tenant.quotas) | fromYaml) }}{{ end }}
 {{- $_ := set $tenants $name $settings }}
 {{- end }}
 {{- toYaml (dict
     "api_keys_file" (include "wanserve.apiKeysFile" .)
-    "default_quotas" (include "wanserve.tenantQuotas" $t.defaultQuotas | fromYaml)
+    "default_quotas" (include "wanserve.tenantQuotas" (dict "quotas" $t.defaultQuotas "complete" true) | fromYaml)
     "tenants" $tenants) }}
 {{- end }}
 
@@ -62,14 +77,11 @@ rather than starting it open. */}}
 {{- end }}
 {{- end }}
 
-{{/* Fails rendering when tenancy is on but no key could ever match. */}}
+{{/* Names the server gives callers itself (serve/tenancy/keys.py RESERVED_TENANTS): no tenant may claim one. */}}
 {{- define "wanserve.validateTenancy" -}}
-{{- $t := .Values.tenancy }}
-{{- if and $t.enabled (not $t.existingSecret) }}
-{{- $hashes := 0 }}
-{{- range $name, $tenant := $t.tenants }}{{ $hashes = add $hashes (len ($tenant.keyHashes | default list)) }}{{ end }}
-{{- if eq (int $hashes) 0 }}
-{{- fail "tenancy.enabled is true but no key is configured: set tenancy.existingSecret (a keys file from `wanserve keys add`) or tenancy.tenants.<name>.keyHashes" }}
+{{- range $name, $_ := .Values.tenancy.tenants }}
+{{- if has $name (list "anonymous" "unknown" "shared") }}
+{{- fail (printf "tenancy.tenants.%s: the names anonymous, unknown and shared are reserved by the server (open-mode callers, unknown metric labels, the shared cache): choose another tenant name" $name) }}
 {{- end }}
 {{- end }}
 {{- end }}
