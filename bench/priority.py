@@ -4,7 +4,9 @@ Two copies of the app run side by side in one Serve instance: ``/`` with priorit
 ``/fifo`` with lanes disabled (plain FIFO), same capacity. Each phase sends realtime requests one
 after another (unique prompts, so no cache) and takes their p95 from POST to completed; in the
 loaded phase a flood keeps batch requests of the same size outstanding. Phases alternate between
-the two apps; the figures are medians over rounds.
+the two apps; the figures are medians over rounds. The batch lane's throughput in the loaded phase
+(batch videos completed per second, from the flood's start to its last completion) is printed too:
+isolating realtime work must not be paid for with batch throughput.
 
     .venv/bin/python bench/priority.py [--quick] [--rounds 3] [--samples 8] [--backlog 12]
 """
@@ -54,8 +56,10 @@ def settle(task: asyncio.Task[Outcome], pending: set[asyncio.Task[Outcome]], fin
 
 async def with_batch_flood(
     client: httpx.AsyncClient, request: dict[str, object], backlog: int, samples: int
-) -> tuple[float, list[Outcome]]:
-    """Realtime p95 while ``backlog`` batch requests stay outstanding; the flood's outcomes."""
+) -> tuple[float, list[Outcome], float]:
+    """Realtime p95 while ``backlog`` batch requests stay outstanding; the flood's outcomes; its
+    throughput in completed batch videos per second."""
+    started = time.monotonic()
     stop = asyncio.Event()
     pending: set[asyncio.Task[Outcome]] = set()
     finished: list[Outcome] = []
@@ -76,7 +80,9 @@ async def with_batch_flood(
     stop.set()
     await flooding
     await asyncio.gather(*list(pending))
-    return p95, finished
+    completed = [outcome for outcome in finished if outcome.final == "completed" and outcome.latency_s is not None]
+    last = max((outcome.started + (outcome.latency_s or 0.0) for outcome in completed), default=started)
+    return p95, finished, len(completed) / max(last - started, 1e-9)
 
 
 async def measure(urls: dict[str, str], request: dict[str, object], rounds: int, samples: int, backlog: int) -> None:
@@ -91,13 +97,14 @@ async def measure(urls: dict[str, str], request: dict[str, object], rounds: int,
                 client = clients[mode]
                 idle = await realtime_p95(client, request, samples)
                 started = time.monotonic()
-                loaded, flood = await with_batch_flood(client, request, backlog, samples)
+                loaded, flood, throughput = await with_batch_flood(client, request, backlog, samples)
                 rejected = sum(1 for outcome in flood if outcome.status == 429)
                 figures.setdefault((mode, "idle"), []).append(idle)
                 figures.setdefault((mode, "loaded"), []).append(loaded)
+                figures.setdefault((mode, "batch/s"), []).append(throughput)
                 say(f"round {number + 1} {mode:5}: realtime p95 idle {ms(idle)}, with batch saturated {ms(loaded)} "
                     f"(ratio {loaded / idle:.2f}; {len(flood)} batch jobs, {rejected} got 429, "
-                    f"{time.monotonic() - started:.0f}s)")
+                    f"batch {throughput:.2f} videos/s, {time.monotonic() - started:.0f}s)")
     finally:
         for client in clients.values():
             await client.aclose()
@@ -105,7 +112,8 @@ async def measure(urls: dict[str, str], request: dict[str, object], rounds: int,
     for mode in clients:
         idle, loaded = median(figures[(mode, "idle")]), median(figures[(mode, "loaded")])
         ratios[mode] = loaded / idle
-        say(f"{mode:5} (median of rounds): realtime p95 idle {ms(idle)}, loaded {ms(loaded)}, ratio {ratios[mode]:.2f}")
+        say(f"{mode:5} (median of rounds): realtime p95 idle {ms(idle)}, loaded {ms(loaded)}, "
+            f"ratio {ratios[mode]:.2f}, batch throughput loaded {median(figures[(mode, 'batch/s')]):.2f} videos/s")
     say(failure_summary())
     fifo = f"{ratios['fifo']:.2f}" if "fifo" in ratios else "not run"
     figure = f"realtime p95 loaded/idle {ratios['lanes']:.2f} with lanes, {fifo} FIFO"
