@@ -18,11 +18,11 @@ import time
 import unicodedata
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
-from redis.asyncio import Redis
+from pydantic import BaseModel, ConfigDict, ValidationError
 
+from serve.artifacts.ref import ArtifactRef
 from serve.params import GenerationParams
 from serve.redis_link import ErrorHook, RedisLink, RedisRequestError, RedisUnavailable
 
@@ -59,12 +59,17 @@ def deterministic_seed(prompt: str, *, negative_prompt: str | None = None, model
     return int.from_bytes(hashlib.sha256(blob.encode()).digest()[:4], "big") & 0x7FFF_FFFF
 
 
-@dataclass(frozen=True)
-class CachedResult:
-    """A finished generation: the H.264 mp4 and a PNG of its first frame."""
+class CachedResult(BaseModel):
+    """A finished generation, by reference: its H.264 mp4 and the PNG of its first frame (serve/artifacts).
 
-    mp4: bytes
-    thumbnail: bytes
+    The cache holds these small references, never the bytes: a hit links the new job to the stored
+    artifacts, so a thousand hits cost one copy of the video.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    video: ArtifactRef
+    thumbnail: ArtifactRef
 
 
 class CacheBackend(Protocol):
@@ -72,60 +77,48 @@ class CacheBackend(Protocol):
 
     async def get(self, key: str) -> CachedResult | None: ...
 
-    async def put(self, key: str, mp4: bytes, thumbnail: bytes, ttl: int) -> None: ...
+    async def put(self, key: str, result: CachedResult, ttl: int) -> None: ...
 
     async def aclose(self) -> None: ...
 
 
 class MemoryResultCache:
-    """In-process LRU bounded by total bytes, with a TTL per entry."""
+    """In-process LRU of references, bounded by entries, with a TTL per entry."""
 
-    def __init__(self, max_bytes: int = 256 * 2**20, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, max_entries: int = 10_000, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_entries = max_entries
         self._clock = clock
         self._entries: OrderedDict[str, tuple[CachedResult, float]] = OrderedDict()
-        self._bytes = 0
 
-    @property
-    def size_bytes(self) -> int:
-        """Bytes held now (mp4 + thumbnail of every entry)."""
-        return self._bytes
+    def __len__(self) -> int:
+        return len(self._entries)
 
     async def get(self, key: str) -> CachedResult | None:
         entry = self._entries.get(key)
         if entry is None:
             return None
         if self._clock() >= entry[1]:
-            self._drop(key)
+            del self._entries[key]
             return None
         self._entries.move_to_end(key)
         return entry[0]
 
-    async def put(self, key: str, mp4: bytes, thumbnail: bytes, ttl: int) -> None:
-        self._drop(key)
-        size = len(mp4) + len(thumbnail)
-        if size > self.max_bytes:
-            return  # would evict everything else and still not fit
-        self._entries[key] = (CachedResult(mp4, thumbnail), self._clock() + ttl)
-        self._bytes += size
-        while self._bytes > self.max_bytes:
-            self._drop(next(iter(self._entries)))
+    async def put(self, key: str, result: CachedResult, ttl: int) -> None:
+        self._entries.pop(key, None)
+        self._entries[key] = (result, self._clock() + ttl)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
 
     async def aclose(self) -> None:
         return None
 
-    def _drop(self, key: str) -> None:
-        entry = self._entries.pop(key, None)
-        if entry is not None:
-            self._bytes -= len(entry[0].mp4) + len(entry[0].thumbnail)
-
 
 class ResultCache:
-    """Results in Redis (one hash per key, `mp4` and `thumbnail` fields, with a TTL).
+    """References in Redis: one small JSON string per key, with a TTL.
 
-    Any Redis problem is a miss on `get` and a no-op on `put`: the request then goes to the GPU
-    stages as if the cache were cold. The shared `RedisLink` logs the outage once, reports each
-    bypassed call to its error hook, and lets Redis back in by itself.
+    Run it on an ``allkeys-lru`` Redis (``cache_redis_url``): entries may be evicted, and an evicted
+    entry is only a miss. Any Redis problem is a miss on `get` and a no-op on `put`: the request then
+    goes to the GPU stages as if the cache were cold.
     """
 
     def __init__(
@@ -137,31 +130,23 @@ class ResultCache:
 
     async def get(self, key: str) -> CachedResult | None:
         try:
-            raw = await self._link.call("cache.get", lambda r: self._hgetall(r, self._prefix + key))
+            raw = await self._link.call("cache.get", lambda r: r.get(self._prefix + key))
         except (RedisUnavailable, RedisRequestError):
             return None
-        if b"mp4" not in raw or b"thumbnail" not in raw:
+        if raw is None:
             return None
-        return CachedResult(raw[b"mp4"], raw[b"thumbnail"])
-
-    async def put(self, key: str, mp4: bytes, thumbnail: bytes, ttl: int) -> None:
         try:
-            await self._link.call("cache.put", lambda r: self._put(r, self._prefix + key, mp4, thumbnail, ttl))
+            return CachedResult.model_validate_json(raw)
+        except ValidationError:
+            return None  # written by another version of the code: a miss
+
+    async def put(self, key: str, result: CachedResult, ttl: int) -> None:
+        blob = result.model_dump_json()
+        try:
+            await self._link.call("cache.put", lambda r: r.set(self._prefix + key, blob, ex=max(1, ttl)))
         except (RedisUnavailable, RedisRequestError):
             return
 
     async def aclose(self) -> None:
         if self._owns_link:
             await self._link.aclose()
-
-    @staticmethod
-    async def _hgetall(r: Redis, key: str) -> dict[bytes, bytes]:
-        raw: dict[bytes, bytes] = await r.hgetall(key)
-        return raw
-
-    @staticmethod
-    async def _put(r: Redis, key: str, mp4: bytes, thumbnail: bytes, ttl: int) -> None:
-        async with r.pipeline(transaction=True) as pipe:
-            pipe.hset(key, mapping={"mp4": mp4, "thumbnail": thumbnail})
-            pipe.expire(key, ttl)
-            await pipe.execute()

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from serve.jobs import Priority, VideoPublic
-from serve.params import MAX_FRAMES, MAX_PROMPT_CHARS, GenerationParams, Scheduler
+from serve.params import MAX_FRAMES, MAX_PROMPT_CHARS, GenerationParams, Scheduler, describe_errors
 from serve.policy import TEMPORAL_FACTOR, SizeText, parse_size
+from serve.refusal import Refusal
+from serve.request import VideoRequest
 
 
 class VideoCreate(BaseModel):
@@ -37,6 +39,21 @@ class VideoCreate(BaseModel):
     def _seconds_may_be_a_string(cls, value: Any) -> Any:
         # OpenAI's API sends seconds as a string ("4").
         return float(value) if isinstance(value, str) and value.strip() else value
+
+    def to_request(self) -> VideoRequest:
+        """The domain request; a Refusal (400) names the field as the client sent it and what is allowed."""
+        try:
+            params = self.to_params(self.seed)
+        except ValidationError as error:
+            problems = error.errors()
+            param = ".".join(str(part) for part in problems[0]["loc"]) if problems else None
+            if param in ("width", "height") and self.size is not None:
+                param = "size"  # the client sent "size", not width/height
+            raise Refusal(400, "invalid_request", describe_errors(error), param) from None
+        except ValueError as error:
+            message = str(error)
+            raise Refusal(400, "invalid_request", message, message.split(":", 1)[0]) from None
+        return VideoRequest(params, priority=self.priority, model=self.model, shared_cache=self.shared_cache)
 
     def to_params(self, seed: int | None = None) -> GenerationParams:
         """The generation parameters; raises pydantic's ValidationError or ValueError naming the field."""

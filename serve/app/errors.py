@@ -10,23 +10,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serve.refusal import Refusal
+
 log = logging.getLogger(__name__)
 
 
-class ApiError(Exception):
-    """An error a client can act on: its HTTP status, a stable code, what was wrong and what is allowed."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.param = status, code, message, param
-        self.headers = headers or {}
+# The service's refusal, rendered by the handlers below; named for what it is at this layer.
+ApiError = Refusal
 
 
 def error_body(code: str, message: str, param: str | None = None) -> dict[str, Any]:

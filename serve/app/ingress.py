@@ -5,12 +5,13 @@ No ``from __future__ import annotations`` here: FastAPI reads these route signat
 
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
@@ -36,11 +37,16 @@ from serve.app.request_guard import (
 )
 from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
+from serve.artifacts import ArtifactStoreUnavailable, artifact_store_from_env
 from serve.jobs import VideoJob, VideoPublic
 from serve.policy import ServingPolicy
+from serve.redis_link import RedisLink
 from serve.tenancy import AccessDenied, Caller, QuotaKeeper, TenantRegistry, authorize
 
 log = logging.getLogger(__name__)
+
+# How often a replica deletes artifacts whose jobs all expired (any replica may; it is idempotent).
+ARTIFACT_SWEEP_INTERVAL_S = 300.0
 
 app = FastAPI(
     title="wanserve",
@@ -178,6 +184,9 @@ class Ingress:
     def __init__(self, args: dict[str, Any], instances: dict[str, dict[str, Any]]) -> None:
         self.args = AppArgs.model_validate(args)
         self.telemetry = Telemetry()
+        # One link to the durable Redis (jobs, quotas, artifact references), one breaker for all.
+        self._redis = RedisLink(self.args.redis_url, on_error=self._on_redis_error) if self.args.redis_url else None
+        self._swept_at = time.monotonic()
         self.tenants = TenantRegistry(
             self.args.api_keys_file, overrides=self.args.tenants, default_quotas=self.args.default_quotas
         )
@@ -201,6 +210,7 @@ class Ingress:
             quotas=QuotaKeeper(self._quota_state(), lambda tenant: self.tenants.tenant(tenant).quotas),
             tenant_label=self.tenants.metric_label,
             max_frame_area=self.args.max_frame_area,
+            artifacts=artifact_store_from_env(self._redis),
         )
         if self.tenants.mode == "open":
             log.warning("NO API KEYS CONFIGURED: the API is open to anyone who can reach this server, as tenant "
@@ -213,9 +223,9 @@ class Ingress:
     def _job_store(self) -> Any:
         from serve.jobs import MemoryJobStore, RedisJobStore
 
-        if self.args.redis_url:
-            return RedisJobStore(self.args.redis_url, self.args.job_ttl_seconds, on_redis_error=self._on_redis_error)
-        return MemoryJobStore(self.args.job_ttl_seconds, max_content_bytes=512 * 2**20)
+        if self._redis is not None:
+            return RedisJobStore(self._redis, self.args.job_ttl_seconds)
+        return MemoryJobStore(self.args.job_ttl_seconds)
 
     def _result_cache(self) -> Any:
         from serve.cache import MemoryResultCache, ResultCache
@@ -225,11 +235,10 @@ class Ingress:
         return MemoryResultCache()
 
     def _quota_state(self) -> Any:
-        from serve.redis_link import RedisLink
         from serve.tenancy import MemoryQuotaState, RedisQuotaState
 
-        if self.args.redis_url:
-            return RedisQuotaState(RedisLink(self.args.redis_url, on_error=self._on_redis_error))
+        if self._redis is not None:
+            return RedisQuotaState(self._redis)
         return MemoryQuotaState()
 
     def _moderator(self) -> Any:
@@ -254,6 +263,9 @@ class Ingress:
         # Serve calls this every few seconds: probe the stage instances and refresh this replica's gauges.
         await self.service.probe_instances()
         self.service.publish_gauges()
+        if time.monotonic() - self._swept_at > ARTIFACT_SWEEP_INTERVAL_S:
+            self._swept_at = time.monotonic()
+            await self.service.sweep_artifacts()
 
     # -- videos ---------------------------------------------------------------------------------
 
@@ -265,7 +277,7 @@ class Ingress:
             raise ApiError(403, "shared_cache_not_allowed",
                            f"tenant {caller.name!r} may not use the shared cache pool: send shared_cache=false, or "
                            "ask an administrator to set shared_cache_opt_in for this tenant", "shared_cache")
-        return _public(await self.service.submit(body, caller.name))
+        return _public(await self.service.submit(body.to_request(), caller.name))
 
     @app.get("/v1/videos", response_model=VideoList, tags=["videos"])
     async def list_videos(
@@ -286,8 +298,7 @@ class Ingress:
 
     @app.delete("/v1/videos/{video_id}", response_model=VideoDeleted, tags=["videos"])
     async def delete_video(self, video_id: str, caller: CallerDep) -> VideoDeleted:
-        await self._job(video_id, caller)
-        await self.service.store.delete(video_id)
+        await self.service.delete(await self._job(video_id, caller))
         return VideoDeleted(id=video_id)
 
     @app.get("/v1/videos/{video_id}/content", tags=["videos"],
@@ -300,13 +311,23 @@ class Ingress:
         if job.status != "completed":
             raise ApiError(409, "content_not_ready",
                            f"video {video_id} is {job.status} ({job.progress}%); download it once it is completed")
-        data = await self.service.store.get_content(video_id, variant)  # type: ignore[arg-type]
-        if data is None:
+        ref = job.video if variant == "video" else job.thumbnail
+        if ref is None:
             raise ApiError(404, "content_expired", f"the content of video {video_id} is no longer stored")
-        media_type = "video/mp4" if variant == "video" else "image/png"
+        try:
+            url = await self.service.artifacts.url(ref)
+            if url is not None:
+                # Presigned and short-lived: the client fetches the bytes from the object store itself
+                # (the OpenAI SDK follows redirects; httpx drops our Authorization header on the way).
+                return RedirectResponse(url, status_code=307)
+            chunks = await self.service.artifacts.stream(ref)
+        except ArtifactStoreUnavailable as error:
+            raise ApiError(503, "artifact_store_unavailable", str(error), headers={"Retry-After": "10"}) from None
+        if chunks is None:
+            raise ApiError(404, "content_expired", f"the content of video {video_id} is no longer stored")
         filename = f"{video_id}.{'mp4' if variant == 'video' else 'png'}"
-        return Response(data, media_type=media_type,
-                        headers={"Content-Disposition": f'inline; filename="{filename}"'})
+        return StreamingResponse(chunks, media_type=ref.media_type, headers={
+            "Content-Disposition": f'inline; filename="{filename}"', "Content-Length": str(ref.size)})
 
     async def _job(self, video_id: str, caller: Caller) -> VideoJob:
         check_video_id(video_id)

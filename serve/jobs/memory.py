@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from serve.jobs.model import (
     DEFAULT_TTL_SECONDS,
-    ContentVariant,
     JobPage,
     ListOrder,
     VideoJob,
@@ -29,7 +27,8 @@ class MemoryJobStore:
     """Jobs in this process only; expired jobs vanish on read, as they would from Redis.
 
     `create` also replaces an existing job (RedisJobStore uses this store as its mirror). With
-    `max_jobs` / `max_content_bytes` the oldest entries are evicted, except those `keep` protects.
+    `max_jobs` the oldest entries are evicted, except those `keep` protects. Videos are not here:
+    jobs hold references into the artifact store (serve/artifacts).
     """
 
     def __init__(
@@ -37,18 +36,14 @@ class MemoryJobStore:
         ttl_seconds: int = DEFAULT_TTL_SECONDS,
         *,
         max_jobs: int | None = None,
-        max_content_bytes: int | None = None,
         keep: Callable[[str], bool] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ttl_seconds = ttl_seconds
         self._max_jobs = max_jobs
-        self._max_content_bytes = max_content_bytes
         self._keep = keep or (lambda _id: False)
         self._clock = clock
         self._jobs: dict[str, _Entry] = {}
-        self._content: OrderedDict[str, tuple[bytes, bytes]] = OrderedDict()
-        self._content_bytes = 0
         self._seq = 0
 
     async def create(self, job: VideoJob) -> VideoJob:
@@ -91,24 +86,7 @@ class MemoryJobStore:
         return page, len(entries) > start + limit
 
     async def delete(self, job_id: str) -> bool:
-        self._drop_content(job_id)
         return self._jobs.pop(job_id, None) is not None
-
-    async def put_content(self, job_id: str, mp4: bytes, thumbnail_png: bytes) -> bool:
-        if self._live(job_id) is None:
-            return False
-        self._drop_content(job_id)
-        self._content[job_id] = (mp4, thumbnail_png)
-        self._content_bytes += len(mp4) + len(thumbnail_png)
-        self._evict()
-        return True
-
-    async def get_content(self, job_id: str, variant: ContentVariant = "video") -> bytes | None:
-        if self._live(job_id) is None or job_id not in self._content:
-            return None
-        self._content.move_to_end(job_id)
-        mp4, thumbnail = self._content[job_id]
-        return mp4 if variant == "video" else thumbnail
 
     async def aclose(self) -> None:
         return None
@@ -117,7 +95,6 @@ class MemoryJobStore:
         entry = self._jobs.get(job_id)
         if entry is not None and self._expired(entry.job):
             self._jobs.pop(job_id)
-            self._drop_content(job_id)
             return None
         return entry
 
@@ -128,18 +105,7 @@ class MemoryJobStore:
         for job_id in [i for i, e in self._jobs.items() if self._expired(e.job)]:
             self._live(job_id)
 
-    def _drop_content(self, job_id: str) -> None:
-        old = self._content.pop(job_id, None)
-        if old is not None:
-            self._content_bytes -= len(old[0]) + len(old[1])
-
     def _evict(self) -> None:
         if self._max_jobs is not None and len(self._jobs) > self._max_jobs:
             for job_id in [i for i in self._jobs if not self._keep(i)][: len(self._jobs) - self._max_jobs]:
                 self._jobs.pop(job_id)
-                self._drop_content(job_id)
-        if self._max_content_bytes is not None:
-            for job_id in [i for i in self._content if not self._keep(i)]:
-                if self._content_bytes <= self._max_content_bytes:
-                    break
-                self._drop_content(job_id)

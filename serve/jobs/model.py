@@ -8,6 +8,8 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from serve.artifacts.ref import ArtifactRef
+
 JobStatus = Literal["queued", "in_progress", "completed", "failed"]
 Priority = Literal["realtime", "batch"]
 ContentVariant = Literal["video", "thumbnail"]
@@ -68,6 +70,9 @@ class VideoJob(VideoPublic):
 
     tenant: str = "anonymous"
     cache_key: str
+    # Where the finished video and its thumbnail are (serve/artifacts): references, never bytes.
+    video: ArtifactRef | None = None
+    thumbnail: ArtifactRef | None = None
 
     def public(self) -> VideoPublic:
         return VideoPublic.model_validate(self.model_dump(include=set(VideoPublic.model_fields)))
@@ -78,7 +83,9 @@ JobPage = tuple[list[VideoJob], bool]
 
 
 class JobStore(Protocol):
-    """Where jobs and their results live. Every method is safe to call while a backend is down."""
+    """Where jobs live (their videos are artifacts). Every method is safe to call while a backend is down."""
+
+    ttl_seconds: int
 
     async def create(self, job: VideoJob) -> VideoJob: ...
 
@@ -91,10 +98,6 @@ class JobStore(Protocol):
     ) -> JobPage: ...
 
     async def delete(self, job_id: str) -> bool: ...
-
-    async def put_content(self, job_id: str, mp4: bytes, thumbnail_png: bytes) -> bool: ...
-
-    async def get_content(self, job_id: str, variant: ContentVariant = "video") -> bytes | None: ...
 
     async def aclose(self) -> None: ...
 

@@ -15,7 +15,6 @@ from redis.asyncio import Redis
 from serve.jobs.memory import MemoryJobStore
 from serve.jobs.model import (
     DEFAULT_TTL_SECONDS,
-    ContentVariant,
     JobPage,
     ListOrder,
     VideoJob,
@@ -47,9 +46,9 @@ class JobBacklogFull(Exception):
 _UPDATE_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-for i = 1, 3 do redis.call('EXPIREAT', KEYS[i], ARGV[1]) end
-redis.call('EXPIREAT', KEYS[4], ARGV[1], 'NX')
-redis.call('EXPIREAT', KEYS[4], ARGV[1], 'GT')
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[2], ARGV[1], 'NX')
+redis.call('EXPIREAT', KEYS[2], ARGV[1], 'GT')
 return 1
 """
 
@@ -57,10 +56,11 @@ return 1
 class RedisJobStore:
     """Jobs in Redis, shared by all ingress replicas; an in-process mirror covers Redis outages.
 
-    Layout under `prefix`: `job:{id}` hash (one JSON value per field), `job:{id}:video` and
-    `job:{id}:thumbnail` bytes, `jobs:{tenant}` sorted set by creation time. Every key expires at
-    the job's `expires_at`. Redis is the authority while reachable; what was written while it was
-    not is pushed to it by the first call after it returns.
+    Layout under `prefix`: `job:{id}` hash (one JSON value per field, the video and thumbnail as
+    references into the artifact store), `jobs:{tenant}` sorted set by creation time. Every key
+    expires at the job's `expires_at`. Only metadata lives here: videos are artifacts. Redis is the
+    authority while reachable; what was written while it was not is pushed to it by the first call
+    after it returns.
     """
 
     def __init__(
@@ -71,7 +71,6 @@ class RedisJobStore:
         on_redis_error: ErrorHook | None = None,
         prefix: str = "wanserve",
         mirror_max_jobs: int = 50_000,
-        mirror_max_content_bytes: int = 256 * 2**20,
         max_pending_jobs: int = 256,
     ) -> None:
         self.ttl_seconds = ttl_seconds
@@ -88,7 +87,6 @@ class RedisJobStore:
         self._mirror = MemoryJobStore(
             ttl_seconds,
             max_jobs=mirror_max_jobs,
-            max_content_bytes=mirror_max_content_bytes,
             keep=self._pending_upserts.__contains__,
         )
         self._flush_lock = asyncio.Lock()
@@ -105,7 +103,7 @@ class RedisJobStore:
             raise JobBacklogFull(len(self._pending_upserts))
         job = await self._mirror.create(with_expiry(job, self.ttl_seconds))
         try:
-            await self._link.call("jobs.create", self._writer(job, None))
+            await self._link.call("jobs.create", self._writer(job))
             self._pending_deletes.pop(job.id, None)
         except _FALLBACK:
             self._mark_upsert(job.id)
@@ -136,7 +134,7 @@ class RedisJobStore:
         args: list[Any] = [job.expires_at]
         for name in fields:
             args += [name, data[name]]
-        keys = [*self._job_keys(job_id), self._tenant_key(job.tenant)]
+        keys = [self._job_key(job_id), self._tenant_key(job.tenant)]
         try:
             written = await self._link.call(
                 "jobs.update", lambda r: self._update_script(keys=keys, args=args, client=r)
@@ -169,37 +167,12 @@ class RedisJobStore:
             return known is not None
         return existed or known is not None
 
-    async def put_content(self, job_id: str, mp4: bytes, thumbnail_png: bytes) -> bool:
-        job = await self.get(job_id)
-        if job is None:
-            return False
-        await self._mirror.put_content(job_id, mp4, thumbnail_png)
-        if job_id in self._pending_upserts:
-            return True
-        try:
-            await self._link.call("jobs.put_content", self._content_writer(job, mp4, thumbnail_png))
-        except _FALLBACK:
-            self._mark_upsert(job_id)
-        return True
-
-    async def get_content(self, job_id: str, variant: ContentVariant = "video") -> bytes | None:
-        await self._flush_pending()
-        if job_id in self._pending_upserts:
-            return await self._mirror.get_content(job_id, variant)
-        key = self._job_keys(job_id)[1 if variant == "video" else 2]
-        try:
-            data: bytes | None = await self._link.call("jobs.get_content", lambda r: r.get(key))
-        except _FALLBACK:
-            return await self._mirror.get_content(job_id, variant)
-        return data
-
     async def aclose(self) -> None:
         if self._owns_link:
             await self._link.aclose()
 
-    def _job_keys(self, job_id: str) -> tuple[str, str, str]:
-        base = f"{self._prefix}:job:{job_id}"
-        return base, f"{base}:video", f"{base}:thumbnail"
+    def _job_key(self, job_id: str) -> str:
+        return f"{self._prefix}:job:{job_id}"
 
     def _tenant_key(self, tenant: str) -> str:
         return f"{self._prefix}:jobs:{tenant}"
@@ -213,7 +186,7 @@ class RedisJobStore:
         return {k: json.dumps(v) for k, v in job.model_dump(mode="json").items()}
 
     async def _read(self, r: Redis, job_id: str) -> VideoJob | None:
-        raw: dict[bytes, bytes] = await r.hgetall(self._job_keys(job_id)[0])
+        raw: dict[bytes, bytes] = await r.hgetall(self._job_key(job_id))
         return self._decode(job_id, raw)
 
     @staticmethod
@@ -226,9 +199,9 @@ class RedisJobStore:
             log.error("job %s in Redis is unreadable, treating it as missing: %s", job_id, exc)
             return None
 
-    async def _write(self, r: Redis, job: VideoJob, content: tuple[bytes, bytes] | None) -> None:
+    async def _write(self, r: Redis, job: VideoJob) -> None:
         assert job.expires_at is not None
-        key, video_key, thumb_key = self._job_keys(job.id)
+        key = self._job_key(job.id)
         tenant_key = self._tenant_key(job.tenant)
         # Microseconds since the job's created_at second order jobs created within one second; a
         # write that lands a second or more later (or replays an outage) sorts last in its second.
@@ -241,17 +214,14 @@ class RedisJobStore:
             pipe.zadd(tenant_key, {job.id: score})
             pipe.expireat(tenant_key, job.expires_at, nx=True)
             pipe.expireat(tenant_key, job.expires_at, gt=True)
-            if content is not None:
-                pipe.set(video_key, content[0], exat=job.expires_at)
-                pipe.set(thumb_key, content[1], exat=job.expires_at)
             await pipe.execute()
 
     async def _delete(self, r: Redis, job_id: str) -> bool:
-        keys = self._job_keys(job_id)
-        tenant_raw = await r.hget(keys[0], "tenant")
+        key = self._job_key(job_id)
+        tenant_raw = await r.hget(key, "tenant")
         tenant = json.loads(tenant_raw) if tenant_raw else self._pending_deletes.get(job_id)
         async with r.pipeline(transaction=True) as pipe:
-            pipe.delete(*keys)
+            pipe.delete(key)
             if tenant is not None:
                 pipe.zrem(self._tenant_key(tenant), job_id)
             removed = (await pipe.execute())[0]
@@ -276,7 +246,7 @@ class RedisJobStore:
             start += len(ids)
             async with r.pipeline(transaction=False) as pipe:
                 for raw_id in ids:
-                    pipe.hgetall(self._job_keys(raw_id.decode())[0])
+                    pipe.hgetall(self._job_key(raw_id.decode()))
                 rows = await pipe.execute()
             for raw_id, raw in zip(ids, rows, strict=True):
                 job = self._decode(raw_id.decode(), raw)
@@ -299,34 +269,18 @@ class RedisJobStore:
                     self._pending_deletes.pop(job_id, None)
                 for job_id in list(self._pending_upserts):
                     job = await self._mirror.get(job_id)
-                    content = await self._mirror_content(job_id)
                     if job is not None:
-                        await self._link.call("jobs.flush", self._writer(job, content))
-                    # An update or the content may have landed in the mirror while we wrote (it saw the
-                    # job pending and left it to us): then keep it pending so the next flush sends it.
-                    if await self._mirror.get(job_id) == job and (await self._mirror_content(job_id)) == content:
+                        await self._link.call("jobs.flush", self._writer(job))
+                    # An update may have landed in the mirror while we wrote (it saw the job pending and
+                    # left it to us): then keep it pending so the next flush sends it.
+                    if await self._mirror.get(job_id) == job:
                         self._pending_upserts.pop(job_id, None)
             except _FALLBACK:
                 return
             log.info("pushed the jobs written during the Redis outage to Redis")
 
-    async def _mirror_content(self, job_id: str) -> tuple[bytes, bytes] | None:
-        mp4 = await self._mirror.get_content(job_id, "video")
-        thumb = await self._mirror.get_content(job_id, "thumbnail")
-        return (mp4, thumb) if mp4 is not None and thumb is not None else None
-
-    def _writer(self, job: VideoJob, content: tuple[bytes, bytes] | None) -> Callable[[Redis], Awaitable[None]]:
-        return lambda r: self._write(r, job, content)
-
-    def _content_writer(self, job: VideoJob, mp4: bytes, thumbnail: bytes) -> Callable[[Redis], Awaitable[None]]:
-        async def write(r: Redis) -> None:
-            _, video_key, thumb_key = self._job_keys(job.id)
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.set(video_key, mp4, exat=job.expires_at)
-                pipe.set(thumb_key, thumbnail, exat=job.expires_at)
-                await pipe.execute()
-
-        return write
+    def _writer(self, job: VideoJob) -> Callable[[Redis], Awaitable[None]]:
+        return lambda r: self._write(r, job)
 
     def _deleter(self, job_id: str) -> Callable[[Redis], Awaitable[bool]]:
         return lambda r: self._delete(r, job_id)

@@ -221,6 +221,10 @@ class QuotaKeeper:
         self._clock = clock
         self._running: Counter[str] = Counter()
 
+    def quotas_of(self, tenant: str) -> TenantQuotas:
+        """The limits that apply to ``tenant`` now."""
+        return self._quotas_of(tenant)
+
     async def take_request(self, tenant: str) -> None:
         """Count one video creation against ``requests_per_minute``."""
         limit = self._quotas_of(tenant).requests_per_minute

@@ -18,7 +18,7 @@ POLICY = ServingPolicy(weights={"stable": 100})
 
 def _plan(policy=POLICY, tenant="team-a", **fields):  # type: ignore[no-untyped-def]
     body = VideoCreate(prompt="a cat on a skateboard", size="512x256", num_frames=17, **fields)
-    return plan_request(body, tenant, policy, VERSIONS, random.Random(0))
+    return plan_request(body.to_request(), tenant, policy, VERSIONS, random.Random(0))
 
 
 def test_a_request_without_a_seed_gets_the_same_seed_every_time():
@@ -55,13 +55,13 @@ def test_a_tier_shrinks_what_is_served_but_not_what_was_requested():
 
 def test_an_off_grid_size_is_a_400_on_the_size_param():
     with pytest.raises(ApiError) as refused:
-        plan_request(VideoCreate(prompt="x", size="250x256"), "t", POLICY, VERSIONS, random.Random(0))
+        plan_request(VideoCreate(prompt="x", size="250x256").to_request(), "t", POLICY, VERSIONS, random.Random(0))
     assert refused.value.param == "size" and "multiple of 32" in refused.value.message
 
 
 def _plan_size(size: str, policy: ServingPolicy = POLICY, **limits: int) -> Plan:
-    return plan_request(VideoCreate(prompt="x", size=size, num_frames=17), "t", policy, VERSIONS, random.Random(0),
-                        **limits)
+    request = VideoCreate(prompt="x", size=size, num_frames=17).to_request()
+    return plan_request(request, "t", policy, VERSIONS, random.Random(0), **limits)
 
 
 def test_a_frame_larger_than_the_native_area_is_a_400_naming_the_limit_and_sizes_that_fit():

@@ -12,6 +12,7 @@ import pytest_asyncio
 from hypothesis import given
 from hypothesis import strategies as st
 
+from serve.artifacts import ArtifactRef
 from serve.cache import (
     CacheBackend,
     CachedResult,
@@ -68,6 +69,12 @@ def test_further_inputs_such_as_an_image_digest_change_the_key() -> None:
     assert cache_key(params, model_version="m", scope="s", image="sha256:aa") != plain
     assert cache_key(params, model_version="m", scope="s", image="sha256:aa") != cache_key(
         params, model_version="m", scope="s", image="sha256:bb")
+
+
+def result(tag: bytes = b"mp4") -> CachedResult:
+    """References to a video and its thumbnail (the cache never sees the bytes)."""
+    return CachedResult(video=ArtifactRef.of("t/team-a", tag, "video/mp4"),
+                        thumbnail=ArtifactRef.of("t/team-a", tag + b"-png", "image/png"))
 
 
 class FakeClock:
@@ -159,15 +166,15 @@ def test_deterministic_seed_ignores_whitespace_and_differs_per_prompt() -> None:
 @pytest.mark.asyncio(loop_scope="session")
 async def test_get_before_put_misses_and_after_put_hits(cache: CacheBackend) -> None:
     assert await cache.get(key()) is None
-    await cache.put(key(), b"mp4-bytes", b"png-bytes", ttl=60)
-    assert await cache.get(key()) == CachedResult(b"mp4-bytes", b"png-bytes")
+    await cache.put(key(), result(), ttl=60)
+    assert await cache.get(key()) == result()
     assert await cache.get(key(seed=7)) is None
 
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_redis_entry_expires_after_its_ttl(redis_url: str) -> None:
     cache = ResultCache(redis_url)
-    await cache.put(key(), b"mp4", b"png", ttl=1)
+    await cache.put(key(), result(), ttl=1)
     assert await cache.get(key()) is not None
     await asyncio.sleep(1.1)
     assert await cache.get(key()) is None
@@ -177,8 +184,8 @@ async def test_redis_entry_expires_after_its_ttl(redis_url: str) -> None:
 @pytest.mark.asyncio(loop_scope="session")
 async def test_redis_entry_is_shared_between_replicas(redis_url: str) -> None:
     writer, reader = ResultCache(redis_url), ResultCache(redis_url)
-    await writer.put(key(), b"mp4", b"png", ttl=60)
-    assert await reader.get(key()) == CachedResult(b"mp4", b"png")
+    await writer.put(key(), result(), ttl=60)
+    assert await reader.get(key()) == result()
     await writer.aclose()
     await reader.aclose()
 
@@ -187,11 +194,11 @@ async def test_redis_entry_is_shared_between_replicas(redis_url: str) -> None:
 async def test_redis_down_is_a_fast_miss_and_a_silent_put(redis_url: str, redis_server: RedisServer) -> None:
     errors: list[str] = []
     cache = ResultCache(redis_url, on_redis_error=errors.append)
-    await cache.put(key(), b"mp4", b"png", ttl=60)
+    await cache.put(key(), result(), ttl=60)
     with redis_server.down():
         started = time.monotonic()
         assert await cache.get(key()) is None
-        await cache.put(key(seed=1), b"mp4", b"png", ttl=60)
+        await cache.put(key(seed=1), result(), ttl=60)
         elapsed = time.monotonic() - started
     await cache.aclose()
     assert elapsed < 1.0
@@ -201,7 +208,7 @@ async def test_redis_down_is_a_fast_miss_and_a_silent_put(redis_url: str, redis_
 @pytest.mark.asyncio(loop_scope="session")
 async def test_hung_redis_costs_one_short_timeout_then_is_skipped(redis_url: str, redis_server: RedisServer) -> None:
     cache = ResultCache(redis_url)
-    await cache.put(key(), b"mp4", b"png", ttl=60)
+    await cache.put(key(), result(), ttl=60)
     with redis_server.hung():
         started = time.monotonic()
         assert await cache.get(key()) is None
@@ -221,39 +228,43 @@ async def test_redis_cache_recovers_by_itself_after_an_outage(redis_server: Redi
         assert await cache.get(key()) is None
         assert not link.healthy
     await asyncio.sleep(0.15)
-    await cache.put(key(), b"mp4", b"png", ttl=60)
-    assert await cache.get(key()) == CachedResult(b"mp4", b"png")
+    await cache.put(key(), result(), ttl=60)
+    assert await cache.get(key()) == result()
     assert link.healthy
     await link.aclose()
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_memory_cache_evicts_least_recently_used_beyond_max_bytes() -> None:
-    cache = MemoryResultCache(max_bytes=20)
-    await cache.put("a", b"12345", b"12345", ttl=60)
-    await cache.put("b", b"12345", b"12345", ttl=60)
+async def test_memory_cache_evicts_least_recently_used_beyond_max_entries() -> None:
+    cache = MemoryResultCache(max_entries=2)
+    await cache.put("a", result(b"a"), ttl=60)
+    await cache.put("b", result(b"b"), ttl=60)
     await cache.get("a")  # "b" is now the least recently used
-    await cache.put("c", b"12345", b"12345", ttl=60)
+    await cache.put("c", result(b"c"), ttl=60)
     assert [await cache.get(k) is not None for k in "abc"] == [True, False, True]
-    assert cache.size_bytes == 20
+    assert len(cache) == 2
 
 
 @pytest.mark.asyncio(loop_scope="session")
-async def test_memory_cache_skips_an_entry_larger_than_its_budget() -> None:
-    cache = MemoryResultCache(max_bytes=10)
-    await cache.put("small", b"123", b"4", ttl=60)
-    await cache.put("huge", b"x" * 11, b"", ttl=60)
-    assert await cache.get("huge") is None
-    assert await cache.get("small") is not None
+async def test_a_redis_entry_is_a_small_reference_not_the_video(redis_url: str, redis_server: RedisServer) -> None:
+    cache = ResultCache(redis_url)
+    big = CachedResult(video=ArtifactRef.of("shared", b"x" * 2_000_000, "video/mp4"),
+                       thumbnail=ArtifactRef.of("shared", b"png", "image/png"))
+    await cache.put(key(), big, ttl=60)
+    with redis_server.client() as client:
+        stored = client.get(f"wanserve:cache:{key()}")
+    assert stored is not None and len(stored) < 1000
+    assert await cache.get(key()) == big
+    await cache.aclose()
 
 
 @pytest.mark.asyncio(loop_scope="session")
 async def test_memory_cache_entry_expires_after_its_ttl() -> None:
     clock = FakeClock()
     cache = MemoryResultCache(clock=clock)
-    await cache.put("k", b"mp4", b"png", ttl=10)
+    await cache.put("k", result(), ttl=10)
     clock.now += 9.9
     assert await cache.get("k") is not None
     clock.now += 0.1
     assert await cache.get("k") is None
-    assert cache.size_bytes == 0
+    assert len(cache) == 0

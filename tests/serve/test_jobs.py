@@ -12,6 +12,7 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
+from serve.artifacts import ArtifactRef
 from serve.jobs import JobStore, MemoryJobStore, RedisJobStore, VideoJob, new_job_id
 from serve.redis_link import RedisLink
 
@@ -19,6 +20,9 @@ if TYPE_CHECKING:
     from tests.conftest import RedisServer
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+VIDEO_REF = ArtifactRef.of("t/default", b"mp4", "video/mp4")
 
 
 def make_job(**overrides: Any) -> VideoJob:
@@ -149,67 +153,57 @@ async def test_list_after_unknown_cursor_is_empty(store: JobStore) -> None:
     assert await store.list("default", after=new_job_id()) == ([], False)
 
 
-async def test_content_round_trips_both_variants(store: JobStore) -> None:
+async def test_a_job_keeps_its_artifact_references_not_bytes(store: JobStore) -> None:
     job = await store.create(make_job())
-    assert await store.get_content(job.id) is None
-    assert await store.put_content(job.id, b"mp4-bytes", b"png-bytes")
-    assert await store.get_content(job.id, "video") == b"mp4-bytes"
-    assert await store.get_content(job.id, "thumbnail") == b"png-bytes"
+    video, thumbnail = VIDEO_REF, ArtifactRef.of("t/default", b"png", "image/png")
+    await store.update(job.id, status="completed", progress=100, video=video, thumbnail=thumbnail)
+    got = await store.get(job.id)
+    assert got is not None and (got.video, got.thumbnail) == (video, thumbnail)
+    assert "video" not in got.public().model_dump() and "tenant" not in got.public().model_dump()
 
 
-async def test_put_content_for_unknown_job_returns_false(store: JobStore) -> None:
-    assert not await store.put_content(new_job_id(), b"mp4", b"png")
-
-
-async def test_delete_removes_job_content_and_listing(store: JobStore) -> None:
+async def test_delete_removes_job_and_listing(store: JobStore) -> None:
     job = await store.create(make_job())
-    await store.put_content(job.id, b"mp4", b"png")
     assert await store.delete(job.id)
     assert await store.get(job.id) is None
-    assert await store.get_content(job.id) is None
     assert await store.list("default") == ([], False)
     assert not await store.delete(job.id)
 
 
-async def test_job_and_content_expire_at_expires_at(store: JobStore) -> None:
+async def test_job_expires_at_expires_at(store: JobStore) -> None:
     now = int(time.time())
     job = await store.create(make_job(created_at=now, expires_at=now + 2))
-    await store.put_content(job.id, b"mp4", b"png")
     assert await store.get(job.id) is not None
 
     await asyncio.sleep(now + 2 - time.time() + 0.2)
 
     assert await store.get(job.id) is None
-    assert await store.get_content(job.id) is None
     assert await store.list("default") == ([], False)
 
 
 async def test_redis_keys_carry_the_jobs_expiry(redis_url: str, redis_server: RedisServer) -> None:
     store = RedisJobStore(redis_url, ttl_seconds=600)
     job = await store.create(make_job())
-    await store.put_content(job.id, b"mp4", b"png")
+    await store.update(job.id, video=VIDEO_REF)
     await store.aclose()
     with redis_server.client() as r:
-        ttls = [r.ttl(f"wanserve:job:{job.id}{suffix}") for suffix in ("", ":video", ":thumbnail")]
-        ttls.append(r.ttl("wanserve:jobs:default"))
+        ttls = [r.ttl(f"wanserve:job:{job.id}"), r.ttl("wanserve:jobs:default")]
+        assert r.keys(f"wanserve:job:{job.id}:*") == []  # no bytes beside the job
     assert all(590 <= t <= 600 for t in ttls), ttls
 
 
 async def test_job_written_by_one_replica_is_visible_to_a_new_one(redis_url: str) -> None:
     first = RedisJobStore(redis_url)
     job = await first.create(make_job())
-    await first.update(job.id, status="completed", progress=100)
-    await first.put_content(job.id, b"mp4", b"png")
+    await first.update(job.id, status="completed", progress=100, video=VIDEO_REF)
     await first.aclose()
 
     restarted = RedisJobStore(redis_url)
     got = await restarted.get(job.id)
-    content = await restarted.get_content(job.id)
     page, _ = await restarted.list("default")
     await restarted.aclose()
 
-    assert got is not None and (got.status, got.progress) == ("completed", 100)
-    assert content == b"mp4"
+    assert got is not None and (got.status, got.progress, got.video) == ("completed", 100, VIDEO_REF)
     assert [j.id for j in page] == [job.id]
 
 
@@ -223,8 +217,7 @@ async def test_store_serves_reads_and_writes_while_redis_is_down(
         assert await store.get(before.id) == before
         during = await store.create(make_job())
         assert await store.update(before.id, status="in_progress") is not None
-        assert await store.put_content(during.id, b"mp4", b"png")
-        assert await store.get_content(during.id) == b"mp4"
+        assert await store.update(during.id, video=VIDEO_REF) is not None
         page, _ = await store.list("default")
         elapsed = time.monotonic() - started
     assert {j.id for j in page} == {before.id, during.id}
@@ -238,8 +231,7 @@ async def test_writes_made_during_outage_reach_redis_when_it_returns(
     before = await store.create(make_job())
     with redis_server.down():
         during = await store.create(make_job())
-        await store.update(during.id, status="completed", progress=100)
-        await store.put_content(during.id, b"mp4", b"png")
+        await store.update(during.id, status="completed", progress=100, video=VIDEO_REF)
         await store.delete(before.id)
         assert store.pending == 2
     await asyncio.sleep(0.15)  # past the breaker's cooldown
@@ -248,8 +240,7 @@ async def test_writes_made_during_outage_reach_redis_when_it_returns(
 
     other = RedisJobStore(redis_url)
     got = await other.get(during.id)
-    assert got is not None and got.status == "completed"
-    assert await other.get_content(during.id) == b"mp4"
+    assert got is not None and got.status == "completed" and got.video == VIDEO_REF
     assert await other.get(before.id) is None
     assert store.pending == 0
     await other.aclose()
@@ -310,11 +301,9 @@ async def test_memory_store_evicts_oldest_jobs_beyond_max_jobs() -> None:
 
 async def test_memory_store_never_evicts_kept_jobs() -> None:
     kept: set[str] = set()
-    store = MemoryJobStore(max_jobs=1, max_content_bytes=4, keep=kept.__contains__)
+    store = MemoryJobStore(max_jobs=1, keep=kept.__contains__)
     first = await store.create(make_job())
     kept.add(first.id)
-    await store.put_content(first.id, b"mp4", b"png")
     second = await store.create(make_job())
     assert await store.get(first.id) is not None
-    assert await store.get_content(first.id) == b"mp4"
     assert await store.get(second.id) is None
