@@ -16,6 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from ray import serve
+from sse_starlette.sse import EventSourceResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
@@ -24,6 +25,7 @@ from serve.app.args import AppArgs
 from serve.app.errors import ApiError, error_body, install_error_handlers, validation_message
 from serve.app.generation import VideoService
 from serve.app.lanes import PriorityLanes
+from serve.app.progress_events import job_events, parse_last_event_id
 from serve.app.request_guard import (
     MAX_FORM_FIELDS,
     SECURITY_HEADERS,
@@ -328,6 +330,22 @@ class Ingress:
         filename = f"{video_id}.{'mp4' if variant == 'video' else 'png'}"
         return StreamingResponse(chunks, media_type=ref.media_type, headers={
             "Content-Disposition": f'inline; filename="{filename}"', "Content-Length": str(ref.size)})
+
+    @app.get("/v1/videos/{video_id}/events", tags=["videos"],
+             responses={200: {"content": {"text/event-stream": {}}}})
+    async def video_events(self, video_id: str, request: Request, caller: CallerDep) -> EventSourceResponse:
+        """The job's status and progress as Server-Sent Events, ending with ``completed`` or ``failed``.
+
+        Reconnect with ``Last-Event-ID`` to get only what you have not seen; a comment every 15 s keeps
+        proxies from closing an idle stream.
+        """
+        await self._job(video_id, caller)
+        events = job_events(
+            lambda: self.service.store.get(video_id, tenant=caller.name),
+            last_seen=parse_last_event_id(request.headers.get("last-event-id")),
+            waiting_in_lane=lambda job: self.service.lanes.queue_depth(job.priority),
+        )
+        return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store"})
 
     async def _job(self, video_id: str, caller: Caller) -> VideoJob:
         check_video_id(video_id)
