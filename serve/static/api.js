@@ -118,3 +118,24 @@ export async function postJson(path, body) {
   });
   return response.json();
 }
+
+// The job's Server-Sent Events (GET /v1/videos/{id}/events), read with fetch so the API key travels
+// as a header (EventSource cannot send one). Yields each event's JSON data until the stream ends.
+export async function* events(path) {
+  const response = await request(path, { headers: { Accept: "text/event-stream" } });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n/g, "\n");
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      const data = block.split("\n").filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).trimStart()).join("\n");
+      if (data) yield JSON.parse(data);
+    }
+  }
+}

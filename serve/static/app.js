@@ -1,12 +1,12 @@
 // The playground: submit a prompt, follow the job's progress, play and download the video.
 
-import { ApiError, getJson, postJson, request, setUpKeyPanel } from "/static/api.js";
+import { ApiError, events, getJson, postJson, request, setUpKeyPanel } from "/static/api.js";
 
 // The model's limits (serve/params.py): frames are 4k+1 up to 121.
 const MAX_FRAMES = 121;
 const FRAME_STEP = 4;
 const DEFAULT_FRAMES = 17; // the "fast" profile
-const POLL_MS = 300;
+const RETRY_MS = 1000;
 const HISTORY_KEY = "wanserve.history";
 const HISTORY_MAX = 10;
 const HISTORY_STATUS = { queued: "queued", in_progress: "generating", completed: "done", failed: "failed" };
@@ -158,33 +158,51 @@ function follow(video) {
   watching += 1;
   const token = watching;
   $("player").hidden = true;
-  const step = async (state) => {
-    if (token !== watching) return;
+  const settle = async (state) => {
     renderJob(state);
     updateHistory(state);
     if (state.status === "completed") {
       await play(state, token);
-      return;
-    }
-    if (state.status === "failed") {
+    } else if (state.status === "failed") {
       const error = state.error || { code: "failed", message: "the generation failed" };
       showMessage(`The generation failed (${error.code}): ${error.message}`);
-      return;
     }
+  };
+  const stream = async (state) => {
+    // The server pushes status and progress as they change; no polling.
+    try {
+      for await (const change of events(`/v1/videos/${encodeURIComponent(state.id)}/events`)) {
+        if (token !== watching) return;
+        if (change.status === "gone") {
+          showMessage("That video is no longer stored on the server.", "warning");
+          return;
+        }
+        state = { ...state, ...change };
+        await settle(state);
+        if (state.status === "completed" || state.status === "failed") return;
+      }
+    } catch (error) {
+      if (error.status !== 0 && error.status !== undefined) {
+        showRefusal(error);
+        return;
+      }
+    }
+    if (token !== watching) return;
+    // The stream broke (a proxy, the network): look again shortly and listen anew.
     setTimeout(async () => {
       if (token !== watching) return;
       try {
-        step(await getJson(`/v1/videos/${encodeURIComponent(state.id)}`));
+        stream(await getJson(`/v1/videos/${encodeURIComponent(state.id)}`));
       } catch (error) {
-        if (error.status === 0) {
-          step(state); // the network blinked: ask again
-        } else {
-          showRefusal(error);
-        }
+        if (error.status === 0) stream(state);
+        else showRefusal(error);
       }
-    }, POLL_MS);
+    }, RETRY_MS);
   };
-  step(video);
+  renderJob(video);
+  updateHistory(video);
+  if (video.status === "completed" || video.status === "failed") settle(video);
+  else stream(video);
 }
 
 async function play(video, token) {
