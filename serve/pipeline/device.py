@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -18,6 +19,18 @@ def pick_device(requested: str | None = None) -> torch.device:
             raise RuntimeError(f"device {requested!r} was asked for but CUDA is not available here")
         return device
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_key(device: torch.device) -> str:
+    """What names this device on this host, the same in every process: ``cpu``, or a GPU's UUID
+    (Ray gives each replica its own ``CUDA_VISIBLE_DEVICES``, so ``cuda:0`` names different GPUs)."""
+    import torch
+
+    if device.type != "cuda":
+        return device.type
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    uuid = getattr(torch.cuda.get_device_properties(index), "uuid", None)
+    return f"cuda-{uuid}" if uuid is not None else f"cuda-{os.environ.get('CUDA_VISIBLE_DEVICES', '')}-{index}"
 
 
 def dtype_for(device: torch.device) -> torch.dtype:
