@@ -8,13 +8,14 @@ is handed to execution (serve/app/execution.py) as a `Ticket`.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from serve.app.lanes import LaneFull, PriorityLanes
 from serve.app.planning import Plan, plan_request
@@ -24,6 +25,7 @@ from serve.cache import CacheBackend
 from serve.jobs import JobBacklogFull, JobStore, VideoJob
 from serve.jobs.model import with_expiry
 from serve.moderation import Moderator
+from serve.pipeline.reference_image import ReferenceImageError, load_reference_image
 from serve.policy import ServingPolicy
 from serve.refusal import Refusal
 from serve.request import VideoRequest
@@ -32,6 +34,9 @@ from serve.tenancy.quotas import QuotaExceeded, QuotaKeeper, Refund
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
+
+# Until the stages take the encoded first frame, an image is refused rather than silently ignored.
+IMAGE_TO_VIDEO_WIRED = False
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,9 @@ class Admission:
                           f"the prompt was refused by moderation: it contains the blocked term {verdict.matched!r}",
                           "prompt")
         try:
+            reference = await self._reference(request)
             plan = plan_request(request, tenant, self._policy(), self.versions, self._rng,
-                                max_frame_area=self.max_frame_area)
+                                max_frame_area=self.max_frame_area, reference=reference)
         except Refusal:
             self.metrics.count("rejected", request.priority, label, tenant)
             raise
@@ -170,6 +176,19 @@ class Admission:
                     "video": cached.video, "thumbnail": cached.thumbnail}))
         self._looked_up("miss")
         return None
+
+    @staticmethod
+    async def _reference(request: VideoRequest) -> Any:
+        """The uploaded first frame, checked and decoded off the event loop (never logged)."""
+        if request.image is None:
+            return None
+        if not IMAGE_TO_VIDEO_WIRED:
+            raise Refusal(501, "image_to_video_unavailable",
+                          "input_reference: this server does not run image-to-video yet; send a text-only request")
+        try:
+            return await asyncio.to_thread(load_reference_image, request.image)
+        except ReferenceImageError as error:
+            raise Refusal(400, error.code, f"input_reference: {error}", "input_reference") from None
 
     def _looked_up(self, result: str) -> None:
         self.cache_lookups[result] += 1

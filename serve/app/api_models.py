@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from serve.jobs import Priority, VideoPublic
 from serve.params import MAX_FRAMES, MAX_PROMPT_CHARS, GenerationParams, Scheduler, describe_errors
+from serve.pipeline.reference_image import MAX_REFERENCE_BYTES
 from serve.policy import TEMPORAL_FACTOR, SizeText, parse_size
 from serve.refusal import Refusal
 from serve.request import VideoRequest
+
+# A 10 MiB image (serve/pipeline/reference_image.py) in base64, with room for a data: URL prefix.
+MAX_REFERENCE_BASE64_CHARS = (MAX_REFERENCE_BYTES + 2) // 3 * 4 + 100
 
 
 class VideoCreate(BaseModel):
@@ -33,6 +39,10 @@ class VideoCreate(BaseModel):
     priority: Priority = "realtime"
     # Tenants may opt in to the shared cache pool (issue: multi-tenant access).
     shared_cache: bool = False
+    input_reference: str | None = Field(
+        default=None, max_length=MAX_REFERENCE_BASE64_CHARS,
+        description="First frame to animate (image-to-video): PNG, JPEG or WebP. In JSON, base64 (or a "
+                    "data: URL); in multipart, a file part of this name. URLs are never fetched.")
 
     @field_validator("seconds", mode="before")
     @classmethod
@@ -40,8 +50,13 @@ class VideoCreate(BaseModel):
         # OpenAI's API sends seconds as a string ("4").
         return float(value) if isinstance(value, str) and value.strip() else value
 
-    def to_request(self) -> VideoRequest:
-        """The domain request; a Refusal (400) names the field as the client sent it and what is allowed."""
+    def to_request(self, image: bytes | None = None) -> VideoRequest:
+        """The domain request; a Refusal (400) names the field as the client sent it and what is allowed.
+
+        ``image`` is an uploaded ``input_reference`` file (multipart); in JSON it is base64 in the field.
+        """
+        if self.input_reference is not None:
+            image = decode_reference(self.input_reference)
         try:
             params = self.to_params(self.seed)
         except ValidationError as error:
@@ -53,7 +68,8 @@ class VideoCreate(BaseModel):
         except ValueError as error:
             message = str(error)
             raise Refusal(400, "invalid_request", message, message.split(":", 1)[0]) from None
-        return VideoRequest(params, priority=self.priority, model=self.model, shared_cache=self.shared_cache)
+        return VideoRequest(params, priority=self.priority, model=self.model, shared_cache=self.shared_cache,
+                            image=image)
 
     def to_params(self, seed: int | None = None) -> GenerationParams:
         """The generation parameters; raises pydantic's ValidationError or ValueError naming the field."""
@@ -69,6 +85,24 @@ class VideoCreate(BaseModel):
             fields["num_frames"] = frames_for_seconds(self.seconds, fps)
         fields["seed"] = self.seed if self.seed is not None else seed
         return GenerationParams(**fields)
+
+
+def decode_reference(text: str) -> bytes:
+    """The bytes of a base64 ``input_reference`` (optionally a ``data:image/...;base64,`` URL)."""
+    value = text.strip()
+    if value.lower().startswith(("http://", "https://", "ftp://", "file:")):
+        raise Refusal(400, "invalid_request", "input_reference: URLs are not fetched by this server; send the image "
+                      "itself, base64 in JSON or as a multipart file part named input_reference", "input_reference")
+    if value.startswith("data:"):
+        header, _, value = value.partition(",")
+        if ";base64" not in header:
+            raise Refusal(400, "invalid_request", "input_reference: a data: URL must be base64 "
+                          "(data:image/png;base64,...)", "input_reference")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise Refusal(400, "invalid_request", "input_reference: not valid base64; send the image's bytes in "
+                      "standard base64, or upload it as a multipart file part", "input_reference") from None
 
 
 def frames_for_seconds(seconds: float, fps: int) -> int:

@@ -1,4 +1,5 @@
-"""Typed arguments of the wanserve Serve application (``import_path: serve.app.builder:build_app``)."""
+"""Typed arguments of the wanserve Serve applications: the router (``serve.app.builder:build_app``) and
+one stage application per (model version, instance) (``serve.app.builder:build_stage_app``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve.policy import ServingPolicy
+from serve.app.topology import ROUTER_APP, StageApp, Topology, stage_app_name
+from serve.policy import Instance, ServingPolicy
 from serve.tenancy.keys import TenantQuotas, TenantSettings
 
 
@@ -59,6 +61,36 @@ class LaneArgs(BaseModel):
     tenant_queue_share: float = Field(default=0.5, gt=0, le=1)
 
 
+class StageAppArgs(BaseModel):
+    """One stage application: TextEncoder, Denoiser and Decoder of one model version on one instance.
+
+    Nothing here names another version or instance, so adding a candidate leaves these args, and the
+    application's code version that Serve hashes from them, unchanged.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    model_version: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")
+    model_dir: str | None = None
+    instance: Instance = "primary"
+    device: Literal["cpu", "cuda"] | None = None
+    compile_transformer: bool = False
+    # Requests the Denoiser advances together in one batch step.
+    batch_max_size: int = Field(default=4, ge=1)
+    # Calls the router may send a stage at once (lanes.capacity x batch_max_size): each stage takes them
+    # all, so none waits in Serve's queue out of reach of the stage's realtime-first scheduling.
+    admitted_calls: int = Field(default=8, ge=1)
+    text_encoder: StageArgs = Field(default_factory=StageArgs)
+    denoiser: StageArgs = Field(default_factory=StageArgs)
+    decoder: StageArgs = Field(default_factory=StageArgs)
+
+
+# The fields of AppArgs that describe the topology (which versions and instances exist). A local run
+# (``wanserve serve``, the tests) sets them; the router's own args never carry them, so changing the
+# topology never changes the router's args either.
+TOPOLOGY_FIELDS = frozenset({"model_version", "model_dir", "candidate", "backup_instance"})
+
+
 class AppArgs(BaseModel):
     """Everything the application needs; the same model for ``serve run``, ``serve deploy`` and KubeRay."""
 
@@ -68,7 +100,7 @@ class AppArgs(BaseModel):
     model_dir: str | None = None
     # A second version for A/B and canary rollouts; it gets traffic only through the policy's weights.
     candidate: ModelVersion | None = None
-    # A second set of stage deployments per version, for failover.
+    # A second stage application per version, for failover (on a cluster: on worker groups of its own).
     backup_instance: bool = False
     device: Literal["cpu", "cuda"] | None = None
     compile_transformer: bool = False
@@ -90,8 +122,9 @@ class AppArgs(BaseModel):
     admin_key: str | None = Field(default_factory=lambda: os.environ.get("WANSERVE_ADMIN_KEY") or None)
     # Opens only /metrics and /v1/ops in keyed mode: what Prometheus carries.
     metrics_key: str | None = Field(default_factory=lambda: os.environ.get("WANSERVE_METRICS_KEY") or None)
-    # Largest request body; JSON and multipart forms only.
-    max_body_bytes: int = Field(default=1 * 2**20, ge=1024)
+    # Largest request body; JSON and multipart forms only. Room for a 10 MiB input_reference image in
+    # base64 (image-to-video); text fields have their own limits.
+    max_body_bytes: int = Field(default=16 * 2**20, ge=1024)
     # Drills only: let the policy's `faults` make a version/instance fail on purpose. Off by default.
     allow_fault_injection: bool = False
     # Tenancy (docs/tenancy.md). The keys file holds tenants and their key hashes; absent file = open mode.
@@ -106,6 +139,9 @@ class AppArgs(BaseModel):
     # 1280x704 by default, the area the chart sizes GPU memory for.
     max_frame_area: int = Field(default=1280 * 704, ge=64 * 64)
     policy: ServingPolicy | None = None
+    # Where the operator keeps the policy in the durable Redis (serve/policy_store.py); every router
+    # replica follows it. Without redis_url the admin endpoint sets the policy instead.
+    policy_key: str = Field(default="wanserve:policy", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
 
     @property
     def result_cache_url(self) -> str | None:
@@ -119,6 +155,25 @@ class AppArgs(BaseModel):
     @property
     def instances(self) -> list[str]:
         return ["primary", "backup"] if self.backup_instance else ["primary"]
+
+    def topology(self, router_app: str = ROUTER_APP) -> Topology:
+        """Every (version, instance) of this run, each its own stage application."""
+        apps = [StageApp(model_version=version.name, instance=instance,
+                         app_name=stage_app_name(version.name, instance, router_app))
+                for version in self.versions for instance in self.instances]
+        return Topology(stable=self.model_version, apps=tuple(apps))
+
+    def stage_app_args(self, version: ModelVersion, instance: Instance) -> StageAppArgs:
+        return StageAppArgs(
+            model_version=version.name, model_dir=version.model_dir, instance=instance, device=self.device,
+            compile_transformer=self.compile_transformer, batch_max_size=self.lanes.batch_max_size,
+            admitted_calls=self.lanes.capacity * self.lanes.batch_max_size,
+            text_encoder=self.text_encoder, denoiser=self.denoiser, decoder=self.decoder,
+        )
+
+    def router_args(self) -> dict[str, object]:
+        """The router application's args: everything but the topology."""
+        return self.model_dump(mode="json", exclude=set(TOPOLOGY_FIELDS))
 
     def initial_policy(self) -> ServingPolicy:
         return self.policy or ServingPolicy(weights={self.model_version: 100.0})

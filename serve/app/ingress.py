@@ -118,30 +118,43 @@ def _public(job: VideoJob) -> VideoPublic:
     return job.public()
 
 
-async def _create_body(request: Request, max_bytes: int) -> VideoCreate:
+async def _create_body(request: Request, max_bytes: int) -> tuple[VideoCreate, bytes | None]:
+    """The create body and the uploaded ``input_reference`` file, if any (multipart only)."""
     kind = media_type(request.headers.get("content-type"))
     body = await read_body(request, max_bytes)
     fields: dict[str, Any]
+    image: bytes | None = None
     if kind == "multipart/form-data":
-        fields = await _form_fields(request)
+        fields, image = await _form_fields(request)
     else:
         fields = parse_json_object(body)
     try:
-        return VideoCreate.model_validate(fields)
+        return VideoCreate.model_validate(fields), image
     except ValidationError as error:
         message, param = validation_message([dict(item) for item in error.errors()])
         raise ApiError(400, "invalid_request", message, param) from None
 
 
-async def _form_fields(request: Request) -> dict[str, Any]:
+async def _form_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
+    """Text fields, and the one file part allowed: ``input_reference`` (as the OpenAI SDK sends it)."""
     try:
-        form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+        form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
     except StarletteHTTPException as error:
-        raise ApiError(400, "invalid_form", f"the multipart form was refused: {error.detail}; send text fields only, "
-                       f"at most {MAX_FORM_FIELDS}") from None
-    fields = {key: value for key, value in form.items() if isinstance(value, str) and value != ""}
+        raise ApiError(400, "invalid_form", f"the multipart form was refused: {error.detail}; send text fields and "
+                       f"at most one file, input_reference; at most {MAX_FORM_FIELDS} fields") from None
+    fields: dict[str, Any] = {}
+    image: bytes | None = None
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            if value != "":
+                fields[key] = value
+        elif key == "input_reference":
+            image = await value.read()
+        else:
+            raise ApiError(400, "invalid_form", f"the multipart form has a file part {key[:40]!r}: the only file "
+                           "accepted is input_reference", key[:40])
     check_text(fields)
-    return fields
+    return fields, image
 
 
 # -- web pages: the playground (/) and the operations page (/ops), plain static files -----------
@@ -274,12 +287,12 @@ class Ingress:
     @app.post("/v1/videos", response_model=VideoPublic, openapi_extra=_CREATE_BODY, tags=["videos"])
     async def create_video(self, request: Request, caller: CallerDep) -> VideoPublic:
         """Start generating a video; poll it with GET /v1/videos/{id}."""
-        body = await _create_body(request, self.args.max_body_bytes)
+        body, image = await _create_body(request, self.args.max_body_bytes)
         if body.shared_cache and not caller.tenant.shared_cache_opt_in:
             raise ApiError(403, "shared_cache_not_allowed",
                            f"tenant {caller.name!r} may not use the shared cache pool: send shared_cache=false, or "
                            "ask an administrator to set shared_cache_opt_in for this tenant", "shared_cache")
-        return _public(await self.service.submit(body.to_request(), caller.name))
+        return _public(await self.service.submit(body.to_request(image), caller.name))
 
     @app.get("/v1/videos", response_model=VideoList, tags=["videos"])
     async def list_videos(

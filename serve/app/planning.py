@@ -6,8 +6,10 @@ Pure: a function of the request, the tenant, the serving policy and a random sou
 
 from __future__ import annotations
 
+import hashlib
 import random
 from dataclasses import dataclass
+from typing import Any
 
 from serve.app.lanes import Lane
 from serve.app.routing import UnknownModel, apply_tier, choose_version
@@ -39,6 +41,8 @@ class Plan:
     compute_units: float
     # The cache pool: "shared", or "tenant:<name>".
     scope: str
+    # The decoded first frame of an image-to-video request (fitted to the served size at execution).
+    reference: Any = None
 
 
 def plan_request(
@@ -49,6 +53,7 @@ def plan_request(
     rng: random.Random,
     *,
     max_frame_area: int = NATIVE_FRAME_AREA,
+    reference: Any = None,
 ) -> Plan:
     """Resolve a request, or raise a Refusal (400) naming the field and what is allowed.
 
@@ -68,8 +73,11 @@ def plan_request(
     params = params.model_copy(update={"prompt": normalise_prompt(params.prompt), "seed": seed})
     served_params, served = apply_tier(params, policy.tier)
     scope = "shared" if request.shared_cache else f"tenant:{tenant}"
-    key = cache_key(served_params, model_version=version, scope=scope)
-    return Plan(params, served_params, version, request.priority, key, served, tenant, compute_units(params), scope)
+    # The image's digest joins the key: the same prompt with another first frame is another video.
+    inputs = {"image": hashlib.sha256(request.image).hexdigest()} if request.image is not None else {}
+    key = cache_key(served_params, model_version=version, scope=scope, **inputs)
+    return Plan(params, served_params, version, request.priority, key, served, tenant, compute_units(params), scope,
+                reference)
 
 
 def _check_frame_area(params: GenerationParams, max_frame_area: int) -> None:
