@@ -1,7 +1,8 @@
 """Batching: batch-lane throughput with batching against batch size 1, at the same offered load.
 
-Two copies of the app run side by side in one Serve instance: ``/`` merges up to 4 same-shape
-batch-lane requests into one Denoiser call; ``/single`` has ``batch_max_size`` 1. Each round
+Two copies of the app run side by side in one Serve instance: ``/`` runs up to 4 same-shape
+batch-lane requests in each Denoiser step (they join and leave at step boundaries); ``/single`` has
+``batch_max_size`` 1. Each round
 submits the same number of batch requests (unique prompts, one shape) to one copy at once and
 times until all completed; rounds alternate between the copies and the figure is the median
 throughput ratio. On a CPU the transformer is already compute-bound at batch 1, so expect little;
@@ -45,10 +46,10 @@ async def throughput(client: httpx.AsyncClient, request: dict[str, object], jobs
     return completed / (time.perf_counter() - started)
 
 
-async def denoiser_calls(client: httpx.AsyncClient) -> float:
+async def denoiser_steps(client: httpx.AsyncClient) -> float:
     # The metrics board is shared by both copies; only one copy works at a time, so deltas are per round.
     await asyncio.sleep(0.5)  # reports are fire-and-forget
-    return await metric(client, "wanserve_stage_latency_seconds_count", stage="denoiser")
+    return await metric(client, "wanserve_denoiser_steps_total")
 
 
 async def measure(urls: dict[str, str], request: dict[str, object], rounds: int, jobs: int) -> None:
@@ -59,10 +60,10 @@ async def measure(urls: dict[str, str], request: dict[str, object], rounds: int,
             await throughput(client, request, 2)  # warm-up
         for number in range(rounds):
             for mode in list(clients) if number % 2 == 0 else list(clients)[::-1]:
-                calls = await denoiser_calls(clients[mode])
+                steps = await denoiser_steps(clients[mode])
                 rates[mode].append(await throughput(clients[mode], request, jobs))
-                calls = await denoiser_calls(clients[mode]) - calls
-                say(f"round {number + 1} {mode:7}: {rates[mode][-1]:.2f} videos/s ({calls:.0f} denoiser executions)")
+                steps = await denoiser_steps(clients[mode]) - steps
+                say(f"round {number + 1} {mode:7}: {rates[mode][-1]:.2f} videos/s ({steps:.0f} transformer steps)")
     finally:
         for client in clients.values():
             await client.aclose()

@@ -7,10 +7,23 @@ from dataclasses import dataclass
 from serve.pipeline.denoiser import LatentShape
 
 
+class Cancelled(Exception):
+    """The job was cancelled (``cancel(job_id)`` on a stage, or ``StageHandles.cancel``): its work
+    stopped at the next step or chunk boundary and freed its slot; there is no result."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(job_id)  # the only argument, so the exception pickles across Ray as it is
+        self.job_id = job_id
+
+    def __str__(self) -> str:
+        return f"job {self.job_id} was cancelled"
+
+
 @dataclass(frozen=True)
 class EncodeTask:
     """What the TextEncoder needs: the prompt, and the negative one when guidance is on."""
 
+    job_id: str
     model_version: str
     prompt: str
     negative_prompt: str | None
@@ -25,6 +38,7 @@ class DenoiseTask:
     model_version: str
     shape: LatentShape
     seed: int
+    priority: int = 0  # 0 realtime, 1 batch
 
 
 @dataclass(frozen=True)
@@ -44,6 +58,9 @@ class LatentsReady:
 
 @dataclass(frozen=True)
 class DecodeTask:
+    """What the Decoder needs besides the latents."""
+
+    job_id: str
     model_version: str
     fps: int
     priority: int = 0  # 0 realtime, 1 batch

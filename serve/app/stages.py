@@ -2,11 +2,17 @@
 
 Every replica loads each configured model version (stable, and the candidate during a rollout)
 for its own stage only. Heavy imports happen inside ``__init__`` so the ingress never loads torch.
+
+Work is cut at boundaries where a more urgent request may go first (docs/scheduling.md): the
+Denoiser runs one step at a time (``StepScheduler``), the Decoder one latent frame at a time, the
+TextEncoder one request at a time; batch work on a device waits while realtime work is in flight
+on it (``DeviceArbiter``). Every stage has ``cancel(job_id) -> bool``: the job stops at its next
+boundary and its caller gets ``Cancelled``.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import os
 import time
 from collections import deque
@@ -15,14 +21,19 @@ from typing import Any
 
 from ray import serve
 
+from serve.app.cancellation import JobTasks, finish_in_thread
+from serve.app.device_arbiter import DeviceArbiter, arbiter_for
 from serve.app.messages import DecodeTask, DenoiseTask, EncodeTask, LatentsReady, Progress, VideoArtifact
-from serve.app.priority_lock import BATCH, REALTIME, PriorityLock
+from serve.app.priority_lock import REALTIME
+from serve.app.step_scheduler import StepScheduler
 from serve.app.telemetry import Telemetry
 
 # How long, and how many of, its latents a Denoiser replica keeps alive for the Decoder to read
 # (about 20 MB each at 1280x704x121).
 LATENTS_KEPT = 64
 LATENTS_KEPT_SECONDS = 120.0
+# Latent frames the Decoder decodes between two looks at more urgent work (4 video frames each).
+DECODE_CHUNK_LATENT_FRAMES = 1
 
 
 def _load_versions(versions: dict[str, str | None], load: Callable[[str], Any]) -> dict[str, Any]:
@@ -48,158 +59,165 @@ def _pick(models: dict[str, Any], version: str) -> Any:
         raise ValueError(f"model version {version!r} is not loaded here; loaded: {sorted(models)}") from None
 
 
+class _Stage:
+    """What every stage replica has: its loaded versions, its device's arbiter, and the probes."""
+
+    models: dict[str, Any]
+    device: DeviceArbiter
+
+    def _arbiter(self) -> DeviceArbiter:
+        from serve.pipeline.device import device_key
+
+        return arbiter_for(device_key(next(iter(self.models.values())).device))
+
+    def _realtime(self, priority: int) -> contextlib.AbstractContextManager[None]:
+        """Mark a realtime request as in flight on this device for the block's duration."""
+        return self.device.realtime_in_flight() if priority == REALTIME else contextlib.nullcontext()
+
+    def check_health(self) -> None:
+        if not self.models:
+            raise RuntimeError("no model version loaded")
+
+    def ping(self) -> list[str]:
+        """Readiness probe from the ingress: the versions this replica serves."""
+        return sorted(self.models)
+
+
 @serve.deployment(name="TextEncoder")
-class TextEncoderDeployment:
-    """tokenizer + UMT5 -> prompt embeddings."""
+class TextEncoderDeployment(_Stage):
+    """tokenizer + UMT5 -> prompt embeddings; realtime requests first."""
 
     def __init__(self, versions: dict[str, str | None], device: str | None = None) -> None:
         from serve.pipeline.text_encoder import TextEncoder
 
         self.models = _load_versions(versions, lambda path: TextEncoder(path, device))
         self.telemetry = Telemetry()
-        self._device = PriorityLock()
+        self.device = self._arbiter()
+        self.jobs = JobTasks()
 
     async def encode(self, task: EncodeTask) -> Any:
+        """The prompt's embeddings; raises ``Cancelled`` if ``cancel(task.job_id)`` stopped it."""
+        return await self.jobs.run(task.job_id, self._encode(task))
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop ``job_id`` before it encodes (an encode that has begun is one step: it ends first)."""
+        return self.jobs.cancel(job_id)
+
+    async def _encode(self, task: EncodeTask) -> Any:
         model = _pick(self.models, task.model_version)
         negatives = None if task.negative_prompt is None else [task.negative_prompt]
-        async with self._device.hold(task.priority):
-            started = time.perf_counter()
-            embeddings = await asyncio.to_thread(model.encode, [task.prompt], negatives)
+        with self._realtime(task.priority):
+            async with self.device.turn(task.priority):
+                started = time.perf_counter()
+                embeddings = await finish_in_thread(model.encode, [task.prompt], negatives)
         self.telemetry.observe_stage("text_encoder", time.perf_counter() - started)
         return embeddings
 
-    def check_health(self) -> None:
-        if not self.models:
-            raise RuntimeError("no model version loaded")
-
-    def ping(self) -> list[str]:
-        """Readiness probe from the ingress: the versions this replica serves."""
-        return sorted(self.models)
-
 
 @serve.deployment(name="Denoiser")
-class DenoiserDeployment:
-    """transformer + scheduler -> latents. Realtime calls run alone; batch-lane calls are merged."""
+class DenoiserDeployment(_Stage):
+    """transformer + scheduler -> latents, one step at a time for every request (``StepScheduler``):
+    realtime steps before batch steps, compatible batch requests share each step."""
 
     def __init__(self, versions: dict[str, str | None], device: str | None = None, compile: bool = False) -> None:
         from serve.pipeline.denoiser import Denoiser
 
         self.models = _load_versions(versions, lambda path: Denoiser(path, device, compile=compile))
         self.telemetry = Telemetry()
-        # One generation at a time per replica (concurrent torch runs would only share the device),
-        # and realtime work takes it before batch work that is already waiting.
-        self._device = PriorityLock()
+        self.device = self._arbiter()
+        self.scheduler = StepScheduler(self.device, on_step=self._count_step)
         # This replica owns the latents it puts in the object store. Ray can free such an object
         # before the ingress's borrowed reference (nested in a streamed item) is registered, so the
         # owner keeps the newest refs alive until the Decoder has surely read them.
         self._recent_latents: deque[tuple[float, Any]] = deque(maxlen=LATENTS_KEPT)
 
     def reconfigure(self, config: dict[str, Any]) -> None:
-        self._denoise_batch.set_max_batch_size(int(config.get("batch_max_size", 4)))
-        self._denoise_batch.set_batch_wait_timeout_s(float(config.get("batch_wait_s", 0.2)))
+        # Batch requests join the running batch at the next step boundary, so nothing waits to fill
+        # a batch: ``batch_wait_s`` has no use here any more.
+        self.scheduler.batch_max_size = int(config.get("batch_max_size", 4))
 
     async def denoise(self, task: DenoiseTask, embeddings: Any) -> AsyncGenerator[Progress | LatentsReady, None]:
-        async for events in self._run_group([task], [embeddings], REALTIME):
-            yield events[0]
-
-    async def denoise_batched(
-        self, task: DenoiseTask, embeddings: Any
-    ) -> AsyncGenerator[Progress | LatentsReady, None]:
-        """Batch-lane entry point; Serve only streams from plain async generator methods."""
-        async for event in self._denoise_batch(task, embeddings):
-            yield event
-
-    @serve.batch(max_batch_size=4, batch_wait_timeout_s=0.2)
-    async def _denoise_batch(
-        self, tasks: list[DenoiseTask], embeddings: list[Any]
-    ) -> AsyncGenerator[list[Any], None]:
-        """Batch-lane calls of the same shape run as one transformer batch; other shapes wait their turn."""
-        groups: dict[Any, list[int]] = {}
-        for index, task in enumerate(tasks):
-            groups.setdefault((task.model_version, task.shape), []).append(index)
-        finished: set[int] = set()
-        for members in groups.values():
-            group = ([tasks[i] for i in members], [embeddings[i] for i in members])
-            async for events in self._run_group(*group, BATCH):
-                row: list[Any] = [StopIteration if i in finished else Progress(0, 1) for i in range(len(tasks))]
-                for member, event in zip(members, events, strict=True):
-                    row[member] = event
-                yield row
-            finished.update(members)
-
-    async def _run_group(
-        self, tasks: list[DenoiseTask], embeddings: list[Any], priority: int
-    ) -> AsyncGenerator[list[Progress | LatentsReady], None]:
+        """Progress after each step, then the latents; raises ``Cancelled`` if ``cancel`` stopped it."""
         import ray
 
         from serve.pipeline.denoiser import DenoiseRequest
 
-        model = _pick(self.models, tasks[0].model_version)
-        requests = [DenoiseRequest(e, t.shape, t.seed) for t, e in zip(tasks, embeddings, strict=True)]
-        loop = asyncio.get_running_loop()
-        steps: asyncio.Queue[Progress] = asyncio.Queue()
-
-        def on_step(done: int, total: int) -> None:
-            loop.call_soon_threadsafe(steps.put_nowait, Progress(done, total))
-
-        async with self._device.hold(priority):
-            started = time.perf_counter()
-            work = asyncio.ensure_future(asyncio.to_thread(model.denoise_batch, requests, on_step))
-            while not (work.done() and steps.empty()):
-                getter = asyncio.ensure_future(steps.get())
-                await asyncio.wait({getter, work}, return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
-                    progress = getter.result()
-                    yield [progress] * len(tasks)
+        model = _pick(self.models, task.model_version)
+        request = DenoiseRequest(embeddings, task.shape, task.seed)
+        key = (task.model_version, task.shape.batch_key)
+        started = time.perf_counter()
+        latents = None
+        with self._realtime(task.priority):
+            async for event in self.scheduler.run(task.job_id, task.priority, key, model, request):
+                if isinstance(event, tuple):
+                    yield Progress(*event)
                 else:
-                    getter.cancel()
-            latents = await work
-            self.telemetry.observe_stage("denoiser", time.perf_counter() - started)
-        refs = [ray.put(sample) for sample in latents]
+                    latents = event
+        self.telemetry.observe_stage("denoiser", time.perf_counter() - started)
+        ref = ray.put(latents)
         now = time.monotonic()
         while self._recent_latents and now - self._recent_latents[0][0] > LATENTS_KEPT_SECONDS:
             self._recent_latents.popleft()
-        self._recent_latents.extend((now, ref) for ref in refs)
-        yield [LatentsReady(ref) for ref in refs]
+        self._recent_latents.append((now, ref))
+        yield LatentsReady(ref)
 
-    def check_health(self) -> None:
-        if not self.models:
-            raise RuntimeError("no model version loaded")
+    def cancel(self, job_id: str) -> bool:
+        """Stop ``job_id`` at the next step boundary, freeing its place in the batch and its latents."""
+        return self.scheduler.cancel(job_id)
 
-    def ping(self) -> list[str]:
-        """Readiness probe from the ingress: the versions this replica serves."""
-        return sorted(self.models)
+    def _count_step(self, priority: int, requests: int) -> None:
+        lane = "realtime" if priority == REALTIME else "batch"
+        self.telemetry.inc("wanserve_denoiser_steps_total", (lane,))
+        self.telemetry.inc("wanserve_denoiser_request_steps_total", (lane,), requests)
 
 
 @serve.deployment(name="Decoder")
-class DecoderDeployment:
-    """VAE -> frames -> H.264 mp4."""
+class DecoderDeployment(_Stage):
+    """VAE -> frames -> H.264 mp4, a latent frame at a time, realtime chunks first."""
 
     def __init__(self, versions: dict[str, str | None], device: str | None = None) -> None:
         from serve.pipeline.decoder import Decoder
 
         self.models = _load_versions(versions, lambda path: Decoder(path, device))
         self.telemetry = Telemetry()
-        self._device = PriorityLock()
+        self.device = self._arbiter()
+        self.jobs = JobTasks()
 
     async def decode(self, task: DecodeTask, ready: LatentsReady) -> VideoArtifact:
+        """The video; raises ``Cancelled`` if ``cancel(task.job_id)`` stopped it."""
         latents = await ready.latents  # type: ignore[misc]
-        async with self._device.hold(task.priority):
+        return await self.jobs.run(task.job_id, self._decode(task, latents))
+
+    def cancel(self, job_id: str) -> bool:
+        """Stop ``job_id`` at the next chunk boundary."""
+        return self.jobs.cancel(job_id)
+
+    async def _decode(self, task: DecodeTask, latents: Any) -> VideoArtifact:
+        model = _pick(self.models, task.model_version)
+        busy = 0.0
+        with self._realtime(task.priority):
+            state = None
+            while state is None or not state.finished:
+                async with self.device.turn(task.priority):
+                    started = time.perf_counter()
+                    if state is None:
+                        state = await finish_in_thread(model.start_decode, latents)
+                    await finish_in_thread(model.decode_chunk, state, DECODE_CHUNK_LATENT_FRAMES)
+                    busy += time.perf_counter() - started
+            # Encoding the mp4 is CPU work: where the stages run on the CPU, a batch video's encoding
+            # leaves the cores to realtime work too.
+            if task.priority != REALTIME and self.device.device_key == "cpu":
+                await self.device.batch_clear()
             started = time.perf_counter()
-            artifact = await asyncio.to_thread(self._decode, task, latents)
-        self.telemetry.observe_stage("decoder", time.perf_counter() - started)
+            artifact = await finish_in_thread(_encode_video, state.pixel_frames, task.fps)
+        self.telemetry.observe_stage("decoder", busy + time.perf_counter() - started)
         return artifact
 
-    def _decode(self, task: DecodeTask, latents: Any) -> VideoArtifact:
-        from serve.pipeline.video import encode_mp4, encode_png, to_uint8
 
-        frames = to_uint8(_pick(self.models, task.model_version).decode(latents))
-        return VideoArtifact(encode_mp4(frames, task.fps), encode_png(frames[0]), len(frames))
+def _encode_video(pieces: list[Any], fps: int) -> VideoArtifact:
+    import numpy as np
 
-    def check_health(self) -> None:
-        if not self.models:
-            raise RuntimeError("no model version loaded")
+    from serve.pipeline.video import encode_mp4, encode_png, to_uint8
 
-    def ping(self) -> list[str]:
-        """Readiness probe from the ingress: the versions this replica serves."""
-        return sorted(self.models)
+    frames = to_uint8(np.concatenate(pieces))
+    return VideoArtifact(encode_mp4(frames, fps), encode_png(frames[0]), len(frames))

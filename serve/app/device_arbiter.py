@@ -1,0 +1,150 @@
+"""One device, one priority: batch work on a device waits while realtime work is in flight on it.
+
+Stage replicas that share a device (co-located on one GPU, or all on this host's CPU) would
+otherwise run batch steps and chunks beside a realtime request and slow it down. Each stage marks
+a realtime request as *in flight* for as long as it holds it (``realtime_in_flight``), and batch work
+asks ``batch_may_run`` before each step or chunk and waits while the answer is no. Work of either
+priority takes the device a step or chunk at a time (``turn``): realtime waiters before batch ones.
+
+What holds where (docs/scheduling.md):
+
+- In one process, stages on one device share one arbiter (``arbiter_for``): its ``PriorityLock``
+  gives the device to one step or chunk at a time, realtime first, and its count of realtime
+  requests pauses batch work at the next boundary.
+- Across processes on one host (Ray Serve runs every replica in its own process), the marks are
+  also files in a per-device folder under ``/dev/shm`` (or ``WANSERVE_DEVICE_MARKS``), one per
+  realtime request, named after the process that made it; a mark whose process has died is
+  removed by the next reader. Batch work in any process on the host pauses at its next boundary.
+  The processes do not take turns otherwise: two realtime requests in two processes run together,
+  and a step or chunk already running finishes.
+- Not across hosts or containers that do not share ``/dev/shm`` (pods sharing a GPU through
+  time-slicing or MPS): there each process arbitrates only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import itertools
+import os
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+
+from serve.app.priority_lock import REALTIME, PriorityLock
+
+# How often waiting batch work looks again for realtime marks of other processes.
+POLL_S = 0.01
+MARKS_ENV = "WANSERVE_DEVICE_MARKS"
+
+
+def default_marks_root() -> Path | None:
+    """``WANSERVE_DEVICE_MARKS`` ("off": in-process only), else ``/dev/shm``, else the temp folder."""
+    import tempfile
+
+    configured = os.environ.get(MARKS_ENV)
+    if configured == "off":
+        return None
+    if configured:
+        return Path(configured)
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+class DeviceArbiter:
+    """The arbiter of one device in this process, and its marks shared with the host's other processes."""
+
+    def __init__(self, device_key: str, marks_root: Path | None = None, poll_s: float = POLL_S) -> None:
+        self.device_key = device_key
+        self.poll_s = poll_s
+        self.lock = PriorityLock()
+        self._realtime_here = 0
+        self._marks: Path | None = None
+        if marks_root is not None:
+            self._marks = marks_root / f"wanserve-device-{_safe(device_key)}"
+            self._marks.mkdir(parents=True, exist_ok=True)
+        self._names = itertools.count()
+
+    @contextmanager
+    def realtime_in_flight(self) -> Iterator[None]:
+        """Mark one realtime request as in flight on this device while the block runs."""
+        self._realtime_here += 1
+        mark = None
+        try:
+            if self._marks is not None:
+                mark = self._marks / f"{os.getpid()}-{id(self):x}-{next(self._names)}"
+                mark.touch()
+            yield
+        finally:
+            if mark is not None:
+                mark.unlink(missing_ok=True)
+            self._realtime_here -= 1
+
+    def batch_may_run(self) -> bool:
+        """No realtime request is in flight on this device, in this process or another on this host."""
+        if self._realtime_here:
+            return False
+        if self._marks is None:
+            return True
+        with os.scandir(self._marks) as entries:
+            for entry in entries:
+                if self._live_mark(entry.name):
+                    return False
+                # Its process died without cleaning up: the mark must not pause batch work forever.
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+        return True
+
+    def _live_mark(self, name: str) -> bool:
+        pid_text, _, rest = name.partition("-")
+        owner = rest.partition("-")[0]
+        if pid_text == str(os.getpid()):
+            # Ours are counted in _realtime_here (none now); another arbiter's in this process is live.
+            return owner != f"{id(self):x}"
+        return _process_alive(pid_text)
+
+    async def batch_clear(self, wake: asyncio.Event | None = None) -> bool:
+        """Wait until batch work may run (True), or until ``wake`` is set first (False)."""
+        while not self.batch_may_run():
+            if wake is None:
+                await asyncio.sleep(self.poll_s)
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), self.poll_s)
+            if wake.is_set():
+                return False
+        return True
+
+    @asynccontextmanager
+    async def turn(self, priority: int) -> AsyncIterator[None]:
+        """Hold the device for one step or chunk; batch work first waits for realtime work to clear."""
+        if priority != REALTIME:
+            await self.batch_clear()
+        async with self.lock.hold(priority):
+            yield
+
+
+@functools.cache
+def arbiter_for(device_key: str) -> DeviceArbiter:
+    """This process's arbiter of ``device_key`` (``serve.pipeline.device.device_key``): stages on one
+    device in one process share it."""
+    return DeviceArbiter(device_key, default_marks_root())
+
+
+def _safe(key: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "._" else "_" for ch in key)
+
+
+def _process_alive(pid_text: str) -> bool:
+    try:
+        pid = int(pid_text)
+    except ValueError:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

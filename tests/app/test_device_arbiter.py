@@ -1,0 +1,107 @@
+"""DeviceArbiter: batch work on a device waits while realtime work is in flight on it, in this
+process or in another process on this host."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+
+import pytest
+
+from serve.app.device_arbiter import DeviceArbiter
+from serve.app.priority_lock import BATCH, REALTIME
+
+HOLD_IN_ANOTHER_PROCESS = """
+import sys, time
+from pathlib import Path
+from serve.app.device_arbiter import DeviceArbiter
+with DeviceArbiter("cpu", Path(sys.argv[1])).realtime_in_flight():
+    print("holding", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def _other_process(root, seconds):
+    proc = subprocess.Popen([sys.executable, "-c", HOLD_IN_ANOTHER_PROCESS, str(root), str(seconds)],
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "holding"
+    return proc
+
+
+def test_realtime_work_in_this_process_pauses_batch_work(tmp_path):
+    arbiter = DeviceArbiter("cpu", tmp_path)
+    assert arbiter.batch_may_run()
+    with arbiter.realtime_in_flight():
+        assert not arbiter.batch_may_run()
+    assert arbiter.batch_may_run()
+
+
+def test_without_marks_the_arbiter_still_pauses_batch_work_in_its_process():
+    arbiter = DeviceArbiter("cpu", None)
+    with arbiter.realtime_in_flight():
+        assert not arbiter.batch_may_run()
+    assert arbiter.batch_may_run()
+
+
+def test_realtime_work_in_another_process_pauses_batch_work_here(tmp_path):
+    arbiter = DeviceArbiter("cpu", tmp_path)
+    proc = _other_process(tmp_path, 30)
+    try:
+        assert not arbiter.batch_may_run()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_another_device_does_not_pause_batch_work(tmp_path):
+    with DeviceArbiter("cuda-GPU-aaaa", tmp_path).realtime_in_flight():
+        assert DeviceArbiter("cuda-GPU-bbbb", tmp_path).batch_may_run()
+        assert not DeviceArbiter("cuda-GPU-aaaa", tmp_path).batch_may_run()
+
+
+def test_a_mark_left_by_a_dead_process_is_cleared(tmp_path):
+    arbiter = DeviceArbiter("cpu", tmp_path)
+    proc = _other_process(tmp_path, 30)
+    proc.kill()  # killed inside the block: its mark stays behind
+    proc.wait()
+    assert list((tmp_path / "wanserve-device-cpu").iterdir())
+    assert arbiter.batch_may_run()
+    assert not list((tmp_path / "wanserve-device-cpu").iterdir())
+
+
+async def test_a_batch_turn_starts_when_realtime_work_elsewhere_ends(tmp_path):
+    arbiter = DeviceArbiter("cpu", tmp_path)
+    proc = _other_process(tmp_path, 0.5)
+    started = time.monotonic()
+    async with arbiter.turn(BATCH):
+        waited = time.monotonic() - started
+    proc.wait()
+    assert waited >= 0.3
+
+
+async def test_a_realtime_turn_does_not_wait_for_realtime_work_elsewhere(tmp_path):
+    arbiter = DeviceArbiter("cpu", tmp_path)
+    with DeviceArbiter("cpu", tmp_path).realtime_in_flight():
+        async with asyncio.timeout(1):
+            async with arbiter.turn(REALTIME):
+                pass
+
+
+async def test_waiting_batch_work_wakes_when_told(tmp_path):
+    arbiter, wake = DeviceArbiter("cpu", tmp_path), asyncio.Event()
+    with arbiter.realtime_in_flight():
+        waiting = asyncio.create_task(arbiter.batch_clear(wake))
+        await asyncio.sleep(0.05)
+        assert not waiting.done()
+        wake.set()
+        assert await asyncio.wait_for(waiting, 1) is False
+    assert await arbiter.batch_clear(wake) is True
+
+
+@pytest.mark.parametrize("key", ["cpu", "cuda-GPU-12ab/../x"])
+def test_marks_live_in_one_folder_per_device(tmp_path, key):
+    with DeviceArbiter(key, tmp_path).realtime_in_flight():
+        (folder,) = tmp_path.iterdir()
+        assert folder.name.startswith("wanserve-device-") and "/" not in folder.name[16:]
