@@ -46,6 +46,14 @@ class SingleFlight(Generic[T]):
         task = self._flights.get(key)
         return None if task is None else asyncio.shield(task)
 
+    def cancel(self, key: Hashable) -> bool:
+        """Cancel the execution of `key` in flight (every waiter gets CancelledError); False if none."""
+        task = self._flights.get(key)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
     def _forget(self, key: Hashable, done: asyncio.Task[T]) -> None:
         if self._flights.get(key) is done:
             del self._flights[key]

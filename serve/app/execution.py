@@ -24,6 +24,7 @@ from serve.app.planning import Plan
 from serve.app.routing import InstanceHealth, injected_fault
 from serve.app.service_metrics import ServiceMetrics
 from serve.app.stage_client import StageHandles
+from serve.app.topology import InstanceKey
 from serve.artifacts import ArtifactGone, ArtifactStore, ArtifactStoreUnavailable
 from serve.cache import CacheBackend, CachedResult
 from serve.jobs import JobError, JobStore, VideoJob
@@ -39,6 +40,10 @@ _SAVE_ATTEMPTS_DELAYS_S = (0.5, 2.0, 5.0)
 
 class InjectedFault(RuntimeError):
     """A drill asked this (version, instance) to fail."""
+
+
+class VersionGone(RuntimeError):
+    """The job's model version was removed from the topology (Helm) after the job was admitted."""
 
 
 def error_code(error: BaseException) -> tuple[str, str]:
@@ -66,7 +71,7 @@ class Execution:
     def __init__(
         self,
         *,
-        instances: dict[Instance, StageHandles],
+        instances: dict[InstanceKey, StageHandles],
         store: JobStore,
         cache: CacheBackend,
         artifacts: ArtifactStore,
@@ -91,12 +96,32 @@ class Execution:
         self.flights: SingleFlight[CachedResult] = SingleFlight()
         # Jobs watching each flight (by cache key): they all get its progress.
         self._watchers: dict[str, set[str]] = {}
+        # The job whose id the stages know each flight by (the one that started it).
+        self._leaders: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Called with (version, instance, ok) after every attempt on an instance.
         self.on_attempt: Callable[[str, Instance, bool], None] = lambda *_: None
 
     def in_flight(self, key: str) -> bool:
         return key in self.flights
+
+    async def cancel(self, job_id: str) -> bool:
+        """A deleted job stops: its generation too, at the next step, unless another job still waits for it.
+
+        True if the job was running here. Its compute charge is not given back (the work was asked for).
+        """
+        key = next((key for key, ids in self._watchers.items() if job_id in ids), None)
+        if key is None:
+            return False
+        self._watchers[key].discard(job_id)
+        if self._watchers[key]:
+            return True  # an identical request of another job still wants this video
+        leader = self._leaders.get(key)
+        if leader is not None:
+            await asyncio.gather(*(stages.cancel(leader) for stages in self.instances.values()),
+                                 return_exceptions=True)
+        self.flights.cancel(key)
+        return True
 
     def start(self, ticket: Ticket) -> None:
         """Run the ticket's job in the background; its outcome lands in the job store."""
@@ -139,9 +164,13 @@ class Execution:
 
     async def _generate(self, plan: Plan, leader: VideoJob) -> CachedResult:
         """One generation for every job watching ``plan.key``: stored once, cached by reference."""
-        async with self.lanes.admit(plan.lane, plan.tenant):
-            await self._broadcast(plan.key, status="in_progress", progress=0)
-            artifact = await self._on_instance(plan, leader.id)
+        self._leaders[plan.key] = leader.id
+        try:
+            async with self.lanes.admit(plan.lane, plan.tenant):
+                await self._broadcast(plan.key, status="in_progress", progress=0)
+                artifact = await self._on_instance(plan, leader.id)
+        finally:
+            self._leaders.pop(plan.key, None)
         result = await self._save(plan, leader, artifact)
         await self.cache.put(plan.key, result, self.cache_ttl_seconds)
         return result
@@ -168,14 +197,18 @@ class Execution:
 
         policy = self._policy()
         instance = policy.instance_for(plan.model_version)
-        if instance not in self.instances:
+        if (plan.model_version, instance) not in self.instances:
+            # The operator never sends traffic to a backup that is not deployed; a stale policy might.
             instance = "primary"
+        stages = self.instances.get((plan.model_version, instance))
+        if stages is None:
+            raise VersionGone(f"model version {plan.model_version} is no longer deployed; submit the request again")
         progress = _ProgressReporter(self, plan.key)
         for attempt in (1, 2):
             try:
                 if injected_fault(policy, plan.model_version, instance, self._rng):
                     raise InjectedFault(f"fault injected into {plan.model_version}/{instance} by a drill")
-                artifact = await self.instances[instance].generate(
+                artifact = await stages.generate(
                     plan.params, plan.model_version, job_id, plan.lane, progress
                 )
             except RayActorError:

@@ -22,6 +22,7 @@ from serve.app.lanes import LANES, PriorityLanes
 from serve.app.service_metrics import ServiceMetrics
 from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
+from serve.app.topology import InstanceKey
 from serve.artifacts import ArtifactStore, ArtifactStoreUnavailable, MemoryBlobStore, MemoryLedger
 from serve.cache import CacheBackend
 from serve.jobs import JobStore, VideoJob
@@ -39,7 +40,7 @@ class VideoService:
         self,
         *,
         versions: list[str],
-        instances: dict[Instance, StageHandles],
+        instances: dict[InstanceKey, StageHandles],
         store: JobStore,
         cache: CacheBackend,
         lanes: PriorityLanes,
@@ -96,7 +97,7 @@ class VideoService:
                 self._record_reset(version, instance)
             if self._policy.weights.get(version, 0) <= 0 < policy.weights.get(version, 0):
                 # A version that gets traffic again (a new rollout) is judged on this traffic only.
-                for name in self.instances:
+                for name in self._instances_of(version):
                     self._record_reset(version, name)
         if policy != self._policy:
             self.decisions.appendleft({
@@ -117,7 +118,8 @@ class VideoService:
                 version: {"weight": self._policy.weights.get(version, 0.0),
                           "active_instance": self._policy.instance_for(version),
                           "consecutive_failures": {
-                              name: self.health.failures.get((version, name), 0) for name in self.instances}}
+                              name: self.health.failures.get((version, name), 0)
+                              for name in self._instances_of(version)}}
                 for version in self.versions
             },
             "faults": [fault.model_dump(mode="json") for fault in self._policy.faults],
@@ -139,7 +141,10 @@ class VideoService:
         return ticket.job
 
     async def delete(self, job: VideoJob) -> None:
-        """Forget a job and drop its references to its artifacts (the last one deletes the bytes)."""
+        """Stop a job that runs, forget it, and drop its references to its artifacts (the last one
+        deletes the bytes)."""
+        if job.status in ("queued", "in_progress") and await self.execution.cancel(job.id):
+            log.info("job %s deleted while %s: stopped", job.id, job.status)
         await self.store.delete(job.id)
         for ref in (job.video, job.thumbnail):
             if ref is not None:
@@ -159,19 +164,34 @@ class VideoService:
         if deleted:
             log.info("deleted %d artifacts no job points to any more", len(deleted))
 
-    async def probe_instances(self, timeout_s: float = 3.0) -> dict[str, bool]:
-        """Ping every instance's stages; the operator takes a primary back only after it probes healthy."""
-        results: dict[str, bool] = {}
-        for name, handles in self.instances.items():
+    async def probe_instances(self, timeout_s: float = 3.0) -> dict[InstanceKey, bool]:
+        """Ping every (version, instance)'s stages; the operator takes a primary back only after it probes
+        healthy, and reads from these gauges which instances exist (no backup: failover is impossible)."""
+        results: dict[InstanceKey, bool] = {}
+        for key, handles in list(self.instances.items()):
             try:
                 await asyncio.wait_for(handles.ping(), timeout=timeout_s)
-                results[name] = True
+                results[key] = True
             except Exception:  # any failure counts as unhealthy
-                results[name] = False
-        self.telemetry.replace_gauge("wanserve_instance_healthy", {
-            (version, name): float(ok) for version in self.versions for name, ok in results.items()
-        })
+                results[key] = False
+        self.telemetry.replace_gauge("wanserve_instance_healthy", {key: float(ok) for key, ok in results.items()})
         return results
+
+    def set_topology(self, stable: str, versions: list[str], instances: dict[InstanceKey, StageHandles]) -> None:
+        """Route to these stage applications from now on (Helm added or removed a version or an instance).
+
+        The lists and maps are updated in place: admission, execution and the metrics share them.
+        """
+        self.versions[:] = versions
+        self.instances.clear()
+        self.instances.update(instances)
+        if not any(self._policy.weights.get(version, 0) > 0 for version in versions):
+            # A policy that weights no deployed version sends everything to the stable one: say so.
+            self._policy = self._policy.model_copy(update={"weights": {stable: 100.0}})
+        self.publish_gauges()
+
+    def _instances_of(self, version: str) -> list[Instance]:
+        return [instance for deployed, instance in self.instances if deployed == version]
 
     # -- metrics --------------------------------------------------------------------------------
 
@@ -197,7 +217,7 @@ class VideoService:
         self.telemetry.replace_gauge("wanserve_degradation_tier", {(tier.name,): float(tier.level)})
         self.telemetry.replace_gauge("wanserve_active_instance", {
             (version, instance): float(self._policy.instance_for(version) == instance)
-            for version in self.versions for instance in self.instances
+            for version, instance in self.instances
         })
         self.telemetry.replace_gauge("wanserve_rollout_weight", {
             (version,): self._policy.weights.get(version, 0.0) for version in self.versions
