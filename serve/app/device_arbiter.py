@@ -2,8 +2,9 @@
 
 Stage replicas that share a device (co-located on one GPU, or all on this host's CPU) would
 otherwise run batch steps and chunks beside a realtime request and slow it down. Each stage marks
-a realtime request as *in flight* for as long as it holds it (``realtime_in_flight``), and batch work
-asks ``batch_may_run`` before each step or chunk and waits while the answer is no. Work of either
+a realtime request as *in flight* for as long as it holds it, and a moment longer when it hands it
+on to the next stage (``realtime_in_flight``), and batch work asks ``batch_may_run`` before each step
+or chunk and waits while the answer is no. Work of either
 priority takes the device a step or chunk at a time (``turn``): realtime waiters before batch ones.
 
 What holds where (docs/scheduling.md):
@@ -11,14 +12,15 @@ What holds where (docs/scheduling.md):
 - In one process, stages on one device share one arbiter (``arbiter_for``): its ``PriorityLock``
   gives the device to one step or chunk at a time, realtime first, and its count of realtime
   requests pauses batch work at the next boundary.
-- Across processes on one host (Ray Serve runs every replica in its own process), the marks are
-  also files in a per-device folder under ``/dev/shm`` (or ``WANSERVE_DEVICE_MARKS``), one per
-  realtime request, named after the process that made it; a mark whose process has died is
-  removed by the next reader. Batch work in any process on the host pauses at its next boundary.
+- Across the processes of one Ray node (Ray Serve runs every replica in its own process), the
+  marks are also files in a folder per device and node under ``/dev/shm`` (or
+  ``WANSERVE_DEVICE_MARKS``), one per realtime request, named after the process that made it; a
+  mark whose process has died is removed by the next reader. Batch work in any of them pauses at
+  its next boundary.
   The processes do not take turns otherwise: two realtime requests in two processes run together,
   and a step or chunk already running finishes.
-- Not across hosts or containers that do not share ``/dev/shm`` (pods sharing a GPU through
-  time-slicing or MPS): there each process arbitrates only itself.
+- Not across Ray nodes, nor across containers that do not share ``/dev/shm`` (pods sharing a GPU
+  through time-slicing or MPS): there each process arbitrates only itself.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from serve.app.priority_lock import REALTIME, PriorityLock
 
 # How often waiting batch work looks again for realtime marks of other processes.
 POLL_S = 0.01
+# How long a stage keeps a realtime request marked after handing it to the next stage.
+HANDOFF_S = 0.25
 MARKS_ENV = "WANSERVE_DEVICE_MARKS"
 
 
@@ -67,8 +71,11 @@ class DeviceArbiter:
         self._names = itertools.count()
 
     @contextmanager
-    def realtime_in_flight(self) -> Iterator[None]:
-        """Mark one realtime request as in flight on this device while the block runs."""
+    def realtime_in_flight(self, handoff_s: float = 0.0) -> Iterator[None]:
+        """Mark one realtime request as in flight on this device while the block runs, and for
+        ``handoff_s`` after it: a stage that hands the request on to the next stage keeps batch work
+        paused until the next stage has marked it too (the hop through the router takes a moment,
+        and a batch step started in it would hold the device for a whole step)."""
         self._realtime_here += 1
         mark = None
         try:
@@ -77,9 +84,15 @@ class DeviceArbiter:
                 mark.touch()
             yield
         finally:
-            if mark is not None:
-                mark.unlink(missing_ok=True)
-            self._realtime_here -= 1
+            if handoff_s > 0:
+                asyncio.get_running_loop().call_later(handoff_s, self._unmark, mark)
+            else:
+                self._unmark(mark)
+
+    def _unmark(self, mark: Path | None) -> None:
+        if mark is not None:
+            mark.unlink(missing_ok=True)
+        self._realtime_here -= 1
 
     def batch_may_run(self) -> bool:
         """No realtime request is in flight on this device, in this process or another on this host."""
@@ -128,8 +141,21 @@ class DeviceArbiter:
 @functools.cache
 def arbiter_for(device_key: str) -> DeviceArbiter:
     """This process's arbiter of ``device_key`` (``serve.pipeline.device.device_key``): stages on one
-    device in one process share it."""
-    return DeviceArbiter(device_key, default_marks_root())
+    device in one process share it, and processes of one Ray node share its marks."""
+    return DeviceArbiter(f"{device_key}-{_ray_node()}", default_marks_root())
+
+
+def _ray_node() -> str:
+    """The Ray node this process runs on: the processes of one node share a device's marks, and two
+    Ray clusters on one host (a test session beside a benchmark) do not pause each other's work."""
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.get_runtime_context().get_node_id())[:16]
+    except Exception:  # no Ray here: this process alone
+        pass
+    return "local"
 
 
 def _safe(key: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from ray import serve
 
 from serve.app.cancellation import JobTasks, finish_in_thread
-from serve.app.device_arbiter import DeviceArbiter, arbiter_for
+from serve.app.device_arbiter import HANDOFF_S, DeviceArbiter, arbiter_for
 from serve.app.messages import DecodeTask, DenoiseTask, EncodeTask, LatentsReady, Progress, VideoArtifact
 from serve.app.priority_lock import REALTIME
 from serve.app.step_scheduler import StepScheduler
@@ -70,9 +70,12 @@ class _Stage:
 
         return arbiter_for(device_key(next(iter(self.models.values())).device))
 
-    def _realtime(self, priority: int) -> contextlib.AbstractContextManager[None]:
-        """Mark a realtime request as in flight on this device for the block's duration."""
-        return self.device.realtime_in_flight() if priority == REALTIME else contextlib.nullcontext()
+    def _realtime(self, priority: int, hands_on: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Mark a realtime request as in flight on this device for the block's duration, and a moment
+        longer when it goes on to another stage (``HANDOFF_S``)."""
+        if priority != REALTIME:
+            return contextlib.nullcontext()
+        return self.device.realtime_in_flight(HANDOFF_S if hands_on else 0.0)
 
     def check_health(self) -> None:
         if not self.models:
@@ -195,7 +198,7 @@ class DecoderDeployment(_Stage):
     async def _decode(self, task: DecodeTask, latents: Any) -> VideoArtifact:
         model = _pick(self.models, task.model_version)
         busy = 0.0
-        with self._realtime(task.priority):
+        with self._realtime(task.priority, hands_on=False):
             state = None
             while state is None or not state.finished:
                 async with self.device.turn(task.priority):

@@ -105,3 +105,12 @@ def test_marks_live_in_one_folder_per_device(tmp_path, key):
     with DeviceArbiter(key, tmp_path).realtime_in_flight():
         (folder,) = tmp_path.iterdir()
         assert folder.name.startswith("wanserve-device-") and "/" not in folder.name[16:]
+
+
+async def test_a_request_handed_to_the_next_stage_stays_marked_for_the_handoff(tmp_path):
+    arbiter, elsewhere = DeviceArbiter("cpu", tmp_path), DeviceArbiter("cpu", tmp_path)
+    with arbiter.realtime_in_flight(handoff_s=0.2):
+        pass
+    assert not arbiter.batch_may_run() and not elsewhere.batch_may_run()
+    await asyncio.sleep(0.3)
+    assert arbiter.batch_may_run() and elsewhere.batch_may_run()
