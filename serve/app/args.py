@@ -85,10 +85,11 @@ class StageAppArgs(BaseModel):
     decoder: StageArgs = Field(default_factory=StageArgs)
 
 
-# The fields of AppArgs that describe the topology (which versions and instances exist). A local run
-# (``wanserve serve``, the tests) sets them; the router's own args never carry them, so changing the
-# topology never changes the router's args either.
+# The fields of AppArgs that describe the topology (which versions and instances exist) and the stage
+# applications. A local run (``wanserve serve``, the tests) sets them; the router's own args never
+# carry them, so changing the topology or a stage's placement never restarts the router.
 TOPOLOGY_FIELDS = frozenset({"model_version", "model_dir", "candidate", "backup_instance"})
+STAGE_FIELDS = frozenset({"device", "compile_transformer", "text_encoder", "denoiser", "decoder"})
 
 
 class AppArgs(BaseModel):
@@ -153,7 +154,7 @@ class AppArgs(BaseModel):
         return [stable] if self.candidate is None else [stable, self.candidate]
 
     @property
-    def instances(self) -> list[str]:
+    def instances(self) -> list[Instance]:
         return ["primary", "backup"] if self.backup_instance else ["primary"]
 
     def topology(self, router_app: str = ROUTER_APP) -> Topology:
@@ -172,8 +173,8 @@ class AppArgs(BaseModel):
         )
 
     def router_args(self) -> dict[str, object]:
-        """The router application's args: everything but the topology."""
-        return self.model_dump(mode="json", exclude=set(TOPOLOGY_FIELDS))
+        """The router application's args: everything but the topology and the stages' own settings."""
+        return self.model_dump(mode="json", exclude=set(TOPOLOGY_FIELDS | STAGE_FIELDS))
 
     def initial_policy(self) -> ServingPolicy:
         return self.policy or ServingPolicy(weights={self.model_version: 100.0})

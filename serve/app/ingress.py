@@ -37,11 +37,12 @@ from serve.app.request_guard import (
     parse_json_object,
     read_body,
 )
-from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
+from serve.app.topology import Topology, connect, stage_handles
 from serve.artifacts import ArtifactStoreUnavailable, artifact_store_from_env
 from serve.jobs import VideoJob, VideoPublic
 from serve.policy import ServingPolicy
+from serve.policy_store import PolicyFollower, PolicyStore, PolicyStoreError
 from serve.redis_link import RedisLink
 from serve.tenancy import AccessDenied, Caller, QuotaKeeper, TenantRegistry, authorize
 
@@ -196,7 +197,7 @@ def check_fault_injection(policy: ServingPolicy, allowed: bool) -> None:
 class Ingress:
     """Validates, routes and tracks requests; never touches a tensor."""
 
-    def __init__(self, args: dict[str, Any], instances: dict[str, dict[str, Any]]) -> None:
+    def __init__(self, args: dict[str, Any]) -> None:
         self.args = AppArgs.model_validate(args)
         self.telemetry = Telemetry()
         # One link to the durable Redis (jobs, quotas, artifact references), one breaker for all.
@@ -207,7 +208,8 @@ class Ingress:
         )
         self.service = VideoService(
             versions=[version.name for version in self.args.versions],
-            instances={name: StageHandles(**handles) for name, handles in instances.items()},  # type: ignore[misc]
+            # The stage applications arrive with the topology, in reconfigure.
+            instances={},
             store=self._job_store(),
             cache=self._result_cache(),
             lanes=PriorityLanes(
@@ -227,6 +229,10 @@ class Ingress:
             max_frame_area=self.args.max_frame_area,
             artifacts=artifact_store_from_env(self._redis),
         )
+        # With Redis the operator's policy arrives through the policy store, on every replica alike.
+        self._policy_store = PolicyStore(self._redis.client, self.args.policy_key) if self._redis else None
+        if self._policy_store is not None:
+            PolicyFollower(self._policy_store, self._accept_policy).start()
         if self.tenants.mode == "open":
             log.warning("NO API KEYS CONFIGURED: the API is open to anyone who can reach this server, as tenant "
                         "'anonymous'. Configure a keys file (api_keys_file / WANSERVE_API_KEYS_FILE) on any shared "
@@ -264,15 +270,22 @@ class Ingress:
         return Moderator.from_env()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Serve calls this with the deployment's user_config: the operator's policy lands here."""
-        if "policy" in user_config and user_config["policy"] is not None:
-            policy = ServingPolicy.model_validate(user_config["policy"])
-            try:
-                check_fault_injection(policy, self.args.allow_fault_injection)
-            except ApiError as error:
-                log.error("ignoring the policy's fault injection: %s", error.message)
-                policy = policy.model_copy(update={"faults": ()})
-            self.service.set_policy(policy)
+        """Serve calls this with the deployment's user_config: the topology (which stage applications
+        exist) lands here, without a restart when it changes. The policy comes from the policy store."""
+        if user_config.get("topology") is not None:
+            topology = Topology.model_validate(user_config["topology"])
+            instances = connect(topology, self.service.instances, stage_handles)
+            self.service.set_topology(topology.stable, topology.versions, instances)
+        if user_config.get("policy") is not None:
+            self._accept_policy(ServingPolicy.model_validate(user_config["policy"]))
+
+    def _accept_policy(self, policy: ServingPolicy) -> None:
+        try:
+            check_fault_injection(policy, self.args.allow_fault_injection)
+        except ApiError as error:
+            log.error("ignoring the policy's fault injection: %s", error.message)
+            policy = policy.model_copy(update={"faults": ()})
+        self.service.set_policy(policy)
 
     async def check_health(self) -> None:
         # Serve calls this every few seconds: probe the stage instances and refresh this replica's gauges.
@@ -377,8 +390,8 @@ class Ingress:
     @app.get("/readyz", tags=["operations"])
     async def readyz(self) -> JSONResponse:
         probes = await self.service.probe_instances(timeout_s=5.0)
-        stages = {name: "ready" if ok else "not ready" for name, ok in probes.items()}
-        ready = all(probes.values())
+        stages = {f"{version}/{instance}": "ready" if ok else "not ready" for (version, instance), ok in probes.items()}
+        ready = bool(probes) and all(probes.values())
         return JSONResponse({"status": "ready" if ready else "not_ready", "instances": stages}, 200 if ready else 503)
 
     @app.get("/metrics", tags=["operations"])
@@ -398,7 +411,14 @@ class Ingress:
 
     @app.put("/admin/policy", response_model=ServingPolicy, tags=["admin"])
     async def put_policy(self, policy: ServingPolicy, _: CallerDep) -> ServingPolicy:
-        """Replace this replica's serving policy (local operator). On Kubernetes, use user_config."""
+        """Replace the serving policy (the local operator, drills). With Redis it is published to the
+        policy store, so every router replica takes it within a second, as they take the operator's."""
         check_fault_injection(policy, self.args.allow_fault_injection)
+        if self._policy_store is not None:
+            try:
+                await self._policy_store.publish(policy, writer="admin")
+            except PolicyStoreError as error:
+                raise ApiError(503, "policy_store_unavailable", f"the policy was not changed: {error}",
+                               headers={"Retry-After": "5"}) from None
         self.service.set_policy(policy)
         return self.service.policy

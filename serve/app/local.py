@@ -1,4 +1,10 @@
-"""Run the application on this machine: a local Ray instance, Serve, the HTTP API on 127.0.0.1."""
+"""Run the application on this machine: a local Ray instance, Serve, the HTTP API on 127.0.0.1.
+
+The applications are deployed declaratively, from the same config a cluster gets (the router and a
+stage application per (model version, instance), serve/app/builder.py), so a local run changes its
+topology the way KubeRay does: ``deploy(args)`` again with a candidate added or removed leaves the
+stable stage applications untouched.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,9 @@ import os
 from typing import Any
 
 from serve.app.args import AppArgs
+from serve.app.topology import ROUTER_APP
 
-APP_NAME = "wanserve"
+APP_NAME = ROUTER_APP
 
 
 def args_from_env(**overrides: Any) -> AppArgs:
@@ -29,13 +36,50 @@ def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, num_cpus: in
     import ray
     from ray import serve
 
-    from serve.app.builder import build_app
-
     if not ray.is_initialized():
         ray.init(num_cpus=num_cpus or os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": host, "port": port})
-    serve.run(build_app(args), name=APP_NAME, route_prefix="/", blocking=False)
+    deploy(args)
     return f"http://{host}:{port}"
+
+
+def deploy(args: AppArgs, name: str = APP_NAME, route_prefix: str = "/") -> None:
+    """Deploy (or change) the router ``name`` and its stage applications, keeping every other
+    application this Serve instance runs from a config. Returns without waiting: see ``wait_ready``."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    from serve.app.builder import serve_applications
+
+    client = _get_global_client()
+    ours = serve_applications(args, name, route_prefix)
+    deployed = _deployed_configs(client)
+    # A declarative deploy replaces the whole set: carry over the other routers and their stage apps.
+    kept = [app for app in deployed if app["name"] not in _owned_by(name, deployed)]
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": [*kept, *ours]}))
+
+
+def _owned_by(router: str, configs: list[dict[str, Any]]) -> set[str]:
+    """The router ``router`` and the stage applications its topology lists."""
+    owned = {router}
+    for config in configs:
+        if config["name"] != router:
+            continue
+        for deployment in config.get("deployments") or []:
+            topology = (deployment.get("user_config") or {}).get("topology") or {}
+            owned.update(app["app_name"] for app in topology.get("apps") or [])
+    return owned
+
+
+def _deployed_configs(client: Any) -> list[dict[str, Any]]:
+    """The configs of the applications deployed from a config, as they were given."""
+    details = client.get_serve_details()
+    configs = []
+    for app in (details.get("applications") or {}).values():
+        config = app.get("deployed_app_config")
+        if config:
+            configs.append(config)
+    return configs
 
 
 def wait_ready(url: str, timeout_s: float = 180.0, poll_s: float = 0.5) -> None:
