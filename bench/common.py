@@ -137,11 +137,10 @@ def serve_app(args: Any) -> Iterator[str]:
 
 def deploy_beside(args: Any, name: str, route_prefix: str, base_url: str) -> str:
     """Another wanserve app in the same Serve instance under ``route_prefix``; returns its URL."""
-    from ray import serve
+    from serve.app import local
 
-    from serve.app.builder import build_app
-
-    serve.run(build_app(unmetered(args)), name=name, route_prefix=route_prefix, blocking=False)
+    # Its own stage applications too ("<name>-<version>-<instance>"), beside the first app's.
+    local.deploy(unmetered(args), name=name, route_prefix=route_prefix)
     url = f"{base_url}{route_prefix}"
     wait_ready(url)
     return url
