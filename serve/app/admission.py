@@ -35,9 +35,6 @@ log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-# Until the stages take the encoded first frame, an image is refused rather than silently ignored.
-IMAGE_TO_VIDEO_WIRED = False
-
 
 @dataclass(frozen=True)
 class Ticket:
@@ -182,9 +179,6 @@ class Admission:
         """The uploaded first frame, checked and decoded off the event loop (never logged)."""
         if request.image is None:
             return None
-        if not IMAGE_TO_VIDEO_WIRED:
-            raise Refusal(501, "image_to_video_unavailable",
-                          "input_reference: this server does not run image-to-video yet; send a text-only request")
         try:
             return await asyncio.to_thread(load_reference_image, request.image)
         except ReferenceImageError as error:

@@ -44,6 +44,17 @@ class VideoCreate(BaseModel):
         description="First frame to animate (image-to-video): PNG, JPEG or WebP. In JSON, base64 (or a "
                     "data: URL); in multipart, a file part of this name. URLs are never fetched.")
 
+    @field_validator("input_reference", mode="before")
+    @classmethod
+    def _reference_object(cls, value: Any) -> Any:
+        # The OpenAI SDK's other form: {"image_url": "data:image/png;base64,..."}; never a URL we fetch.
+        if isinstance(value, dict):
+            if set(value) == {"image_url"} and isinstance(value["image_url"], str):
+                return value["image_url"]
+            raise ValueError("input_reference: send the image (a multipart file, base64, or "
+                             "{\"image_url\": \"data:image/...;base64,...\"}); file ids are not supported here")
+        return value
+
     @field_validator("seconds", mode="before")
     @classmethod
     def _seconds_may_be_a_string(cls, value: Any) -> Any:

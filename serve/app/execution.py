@@ -209,7 +209,7 @@ class Execution:
                 if injected_fault(policy, plan.model_version, instance, self._rng):
                     raise InjectedFault(f"fault injected into {plan.model_version}/{instance} by a drill")
                 artifact = await stages.generate(
-                    plan.params, plan.model_version, job_id, plan.lane, progress
+                    plan.params, plan.model_version, job_id, plan.lane, progress, reference=plan.reference
                 )
             except RayActorError:
                 # A replica died under us; Serve routes the retry to a live one.

@@ -147,6 +147,8 @@ async def _form_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
     image: bytes | None = None
     for key, value in form.multi_items():
         if isinstance(value, str):
+            if key == "input_reference[image_url]":
+                key = "input_reference"  # the SDK's {"image_url": ...} form, flattened by multipart
             if value != "":
                 fields[key] = value
         elif key == "input_reference":

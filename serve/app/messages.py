@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from serve.pipeline.denoiser import LatentShape
 
@@ -63,6 +64,18 @@ class DecodeTask:
     job_id: str
     model_version: str
     fps: int
+    priority: int = 0  # 0 realtime, 1 batch
+
+
+@dataclass(frozen=True)
+class ImageTask:
+    """What the Decoder needs to encode an image-to-video request's first frame (already fitted)."""
+
+    job_id: str
+    model_version: str
+    image: Any  # a PIL image, width x height
+    width: int
+    height: int
     priority: int = 0  # 0 realtime, 1 batch
 
 

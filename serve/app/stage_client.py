@@ -24,12 +24,14 @@ from serve.app.messages import (
     DecodeTask,
     DenoiseTask,
     EncodeTask,
+    ImageTask,
     LatentsReady,
     Progress,
     VideoArtifact,
 )
 from serve.app.priority_lock import BATCH, REALTIME
 from serve.params import GenerationParams
+from serve.pipeline.reference_image import fit_reference_image
 from serve.pipeline.stages import shape_of
 
 ProgressCallback = Callable[[int, int], Awaitable[None]]
@@ -53,8 +55,14 @@ class StageHandles:
         job_id: str,
         lane: Lane,
         on_progress: ProgressCallback,
+        reference: Any = None,
     ) -> VideoArtifact:
-        """The video of ``params``; raises ``Cancelled`` if ``cancel(job_id)`` stopped it."""
+        """The video of ``params``; raises ``Cancelled`` if ``cancel(job_id)`` stopped it.
+
+        ``reference`` (image-to-video) is the decoded first frame: fitted here to the size served
+        (a degradation tier shrinks it with the video), encoded by the Decoder, which holds the VAE,
+        while the TextEncoder works, and handed to the Denoiser beside the embeddings.
+        """
         assert params.seed is not None, "the ingress assigns a seed before generating"
         negative = params.negative_prompt if params.uses_guidance else None
         priority = REALTIME if lane == "realtime" else BATCH
@@ -65,8 +73,15 @@ class StageHandles:
                 EncodeTask(job_id, model_version, params.prompt, negative, priority)
             )
             calls.append(embeddings)
+            image_latents = None
+            if reference is not None:
+                fitted = fit_reference_image(reference, params.width, params.height)
+                image_latents = self.decoder.encode_image.remote(
+                    ImageTask(job_id, model_version, fitted, params.width, params.height, priority)
+                )
+                calls.append(image_latents)
             task = DenoiseTask(job_id, model_version, shape_of(params), params.seed, priority)
-            stream = self.denoiser.options(stream=True).denoise.remote(task, embeddings)
+            stream = self.denoiser.options(stream=True).denoise.remote(task, embeddings, image_latents)
             calls.append(stream)
             ready: LatentsReady | None = None
             async for event in stream:

@@ -23,7 +23,15 @@ from ray import serve
 
 from serve.app.cancellation import JobTasks, finish_in_thread
 from serve.app.device_arbiter import HANDOFF_S, DeviceArbiter, arbiter_for
-from serve.app.messages import DecodeTask, DenoiseTask, EncodeTask, LatentsReady, Progress, VideoArtifact
+from serve.app.messages import (
+    DecodeTask,
+    DenoiseTask,
+    EncodeTask,
+    ImageTask,
+    LatentsReady,
+    Progress,
+    VideoArtifact,
+)
 from serve.app.priority_lock import REALTIME
 from serve.app.step_scheduler import StepScheduler
 from serve.app.telemetry import Telemetry
@@ -139,14 +147,20 @@ class DenoiserDeployment(_Stage):
         # a batch: ``batch_wait_s`` has no use here any more.
         self.scheduler.batch_max_size = int(config.get("batch_max_size", 4))
 
-    async def denoise(self, task: DenoiseTask, embeddings: Any) -> AsyncGenerator[Progress | LatentsReady, None]:
-        """Progress after each step, then the latents; raises ``Cancelled`` if ``cancel`` stopped it."""
+    async def denoise(
+        self, task: DenoiseTask, embeddings: Any, image_latents: Any = None
+    ) -> AsyncGenerator[Progress | LatentsReady, None]:
+        """Progress after each step, then the latents; raises ``Cancelled`` if ``cancel`` stopped it.
+
+        ``image_latents`` (image-to-video) is the Decoder's ``encode_image`` of the first frame: it
+        conditions the first latent frame, per request, so such requests batch with any other.
+        """
         import ray
 
         from serve.pipeline.denoiser import DenoiseRequest
 
         model = _pick(self.models, task.model_version)
-        request = DenoiseRequest(embeddings, task.shape, task.seed)
+        request = DenoiseRequest(embeddings, task.shape, task.seed, image_latents)
         key = (task.model_version, task.shape.batch_key)
         started = time.perf_counter()
         latents = None
@@ -194,6 +208,19 @@ class DecoderDeployment(_Stage):
     def cancel(self, job_id: str) -> bool:
         """Stop ``job_id`` at the next chunk boundary."""
         return self.jobs.cancel(job_id)
+
+    async def encode_image(self, task: ImageTask) -> Any:
+        """The first frame's normalised latent (image-to-video): this stage holds the VAE's encoder half."""
+        return await self.jobs.run(task.job_id, self._encode_image(task))
+
+    async def _encode_image(self, task: ImageTask) -> Any:
+        model = _pick(self.models, task.model_version)
+        with self._realtime(task.priority, hands_on=False):
+            async with self.device.turn(task.priority):
+                started = time.perf_counter()
+                latents = await finish_in_thread(model.encode_image, task.image, task.width, task.height)
+        self.telemetry.observe_stage("image_encoder", time.perf_counter() - started)
+        return latents
 
     async def _decode(self, task: DecodeTask, latents: Any) -> VideoArtifact:
         model = _pick(self.models, task.model_version)
