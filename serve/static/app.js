@@ -36,8 +36,21 @@ function numberOf(id) {
   return value === "" ? null : Number(value);
 }
 
-function requestBody() {
+// The chosen first frame as a data: URL (the API's input_reference), or null.
+function readImage() {
+  const file = $("input_reference").files[0];
+  if (!file) return Promise.resolve(null);
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new ApiError(0, "unreadable_file", `could not read ${file.name}`));
+    reader.readAsDataURL(file);
+  });
+}
+
+async function requestBody() {
   const body = {
+    input_reference: await readImage(),
     prompt: $("prompt").value,
     size: $("size").value,
     num_frames: numberOf("num_frames"),
@@ -62,7 +75,7 @@ async function onSubmit(event) {
   showMessage(null);
   button.disabled = true;
   try {
-    const video = await postJson("/v1/videos", requestBody());
+    const video = await postJson("/v1/videos", await requestBody());
     remember(video);
     follow(video);
   } catch (error) {

@@ -81,6 +81,28 @@ def test_a_prompt_becomes_a_playable_video_after_visible_progress(page, local_ap
     assert prompt in entry.text and "done" in entry.text
 
 
+def test_a_chosen_first_frame_travels_with_the_request(page, local_app, client, tmp_path):
+    import base64
+
+    from PIL import Image
+
+    picture = tmp_path / "first.png"
+    Image.new("RGB", (96, 64), (200, 40, 40)).save(picture)
+    open_playground(page, local_app.url)
+    prompt = unique_prompt("a red balloon rising")
+    fill(page, prompt, size="128x64", num_frames="5", num_inference_steps="2")
+    page.find_element(By.ID, "input_reference").send_keys(str(picture))
+    page.find_element(By.ID, "generate").click()
+    video = page.find_element(By.ID, "video")
+    wait(page, lambda d: d.execute_script("return arguments[0].readyState >= 1", video), 90, "the video")
+    # The server saw the image: the same request with the same image is now a cache hit.
+    again = client.post("/v1/videos", json={**small_body(prompt=prompt, size="128x64", num_frames=5,
+                                                         num_inference_steps=2, fps=24, guidance_scale=5.0),
+                                            "input_reference": base64.b64encode(picture.read_bytes()).decode()})
+    assert again.status_code == 200, again.text
+    assert again.json()["cache_hit"] is True, again.json()
+
+
 def test_the_form_holds_the_models_limits_and_the_server_refuses_what_gets_past(page, local_app):
     open_playground(page, local_app.url)
     guidance = page.find_element(By.ID, "guidance_scale")
