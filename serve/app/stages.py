@@ -111,18 +111,27 @@ class TextEncoderDeployment(_Stage):
         return await self.jobs.run(task.job_id, self._encode(task))
 
     def cancel(self, job_id: str) -> bool:
-        """Stop ``job_id`` before it encodes (an encode that has begun is one step: it ends first)."""
+        """Stop ``job_id`` before its next pass (a pass that has begun ends first)."""
         return self.jobs.cancel(job_id)
 
     async def _encode(self, task: EncodeTask) -> Any:
+        from serve.pipeline.device import release_cached_memory
+        from serve.pipeline.text_encoder import PromptEmbeddings
+
         model = _pick(self.models, task.model_version)
-        negatives = None if task.negative_prompt is None else [task.negative_prompt]
+        busy = 0.0
         with self._realtime(task.priority):
-            async with self.device.turn(task.priority):
-                started = time.perf_counter()
-                embeddings = await finish_in_thread(model.encode, [task.prompt], negatives)
-        self.telemetry.observe_stage("text_encoder", time.perf_counter() - started)
-        return embeddings
+            # The prompt and the negative prompt are two passes: more urgent work may go between them.
+            passes = [[task.prompt]] + ([] if task.negative_prompt is None else [[task.negative_prompt]])
+            embedded = []
+            for texts in passes:
+                async with self.device.turn(task.priority):
+                    started = time.perf_counter()
+                    embedded.append(await finish_in_thread(model.embed, texts))
+                    busy += time.perf_counter() - started
+        release_cached_memory(model.device)
+        self.telemetry.observe_stage("text_encoder", busy)
+        return PromptEmbeddings(cond=embedded[0], uncond=embedded[1] if len(embedded) > 1 else None)
 
 
 @serve.deployment(name="Denoiser")

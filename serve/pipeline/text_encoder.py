@@ -48,11 +48,16 @@ class TextEncoder:
         self, prompts: list[str], negative_prompts: list[str] | None = None
     ) -> PromptEmbeddings:
         """Encode prompts; pass ``negative_prompts`` (same length) when guidance > 1."""
-        with self._torch.inference_mode():
-            cond = self._embed(prompts)
-            uncond = None if negative_prompts is None else self._embed(negative_prompts)
+        cond = self.embed(prompts)
+        uncond = None if negative_prompts is None else self.embed(negative_prompts)
         release_cached_memory(self.device)
         return PromptEmbeddings(cond=cond, uncond=uncond)
+
+    def embed(self, texts: list[str]) -> torch.Tensor:
+        """One pass of the encoder over ``texts``: [B, 512, D]. ``encode`` is this for the prompts, then
+        for the negative prompts; a scheduler may let more urgent work run between the two."""
+        with self._torch.inference_mode():
+            return self._embed(texts)
 
     def _embed(self, texts: list[str]) -> torch.Tensor:
         from diffusers.pipelines.wan.pipeline_wan import prompt_clean
