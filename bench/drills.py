@@ -54,7 +54,7 @@ def kill_replica(deployment: str) -> str:
     import ray
 
     names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
-             if entry["namespace"] == "serve" and f"#{deployment}#" in entry["name"]]
+             if entry["namespace"] == "serve" and f"-primary#{deployment}#" in entry["name"]]
     if not names:
         raise RuntimeError(f"no replica of {deployment} among Ray's named actors")
     ray.kill(ray.get_actor(names[0], namespace="serve"))

@@ -102,9 +102,11 @@ def test_metrics_show_the_documented_series(client):
     assert metric_value(text, "wanserve_requests_total", status="completed") > 0
 
 
-def test_health_readiness_and_docs(client):
+def test_health_readiness_and_docs(client, local_app):
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
-    assert ready == {"status": "ready", "instances": {"primary": "ready", "backup": "ready"}}
+    stable, candidate = local_app.stable_version, local_app.candidate_version
+    assert ready == {"status": "ready", "instances": {
+        f"{stable}/primary": "ready", f"{stable}/backup": "ready", f"{candidate}/primary": "ready"}}
     assert "/v1/videos" in client.get("/openapi.json").json()["paths"]
     assert client.get("/docs").status_code == 200
