@@ -1,7 +1,7 @@
 """``wanserve-operator``: run the control plane locally (next to a Serve app) or on Kubernetes.
 
     wanserve-operator local --url http://127.0.0.1:8000 --interval 5 [--policy-file spec.yaml]
-    wanserve-operator kubernetes [--namespace wanserve]
+    wanserve-operator kubernetes [--namespace wanserve] [--policy-label app.kubernetes.io/instance=wanserve]
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="namespace to watch (default: $WANSERVE_NAMESPACE or $POD_NAMESPACE; none: all)")
     kube.add_argument("--metrics-port", type=int, default=DEFAULT_PORT, help="0 turns the /metrics server off")
     kube.add_argument("--liveness", default="http://0.0.0.0:8081/healthz", help="kopf's liveness endpoint")
+    kube.add_argument("--policy-label", action="append", default=[], metavar="KEY=VALUE",
+                      help="control only the policies with this label (repeatable); the chart passes its release's")
     kube.add_argument("--verbose", action="store_true")
     return parser
 
@@ -80,15 +82,22 @@ async def _run_local(args: argparse.Namespace) -> int:
 def _run_kubernetes(args: argparse.Namespace) -> int:
     import kopf
 
-    import operators.kube.handlers as handlers
+    from operators.kube.handlers import OperatorConfig
 
-    handlers.METRICS_PORT = args.metrics_port
+    labels = dict(item.partition("=")[::2] for item in args.policy_label)
+    if any(not key for key in labels):
+        print("wanserve-operator: --policy-label takes KEY=VALUE, e.g. app.kubernetes.io/instance=wanserve",
+              file=sys.stderr)
+        return 2
     kopf.configure(verbose=args.verbose)
     kopf.run(
+        # One operator controls a policy at a time through its Lease (operators/kube/lease.py), not
+        # through kopf's peering, which needs a cluster-wide CRD of its own.
         standalone=True,
         namespaces=[args.namespace] if args.namespace else (),
         clusterwide=not args.namespace,
         liveness_endpoint=args.liveness or None,
+        memo=kopf.Memo(config=OperatorConfig(metrics_port=args.metrics_port, policy_labels=labels)),
     )
     return 0
 

@@ -1,8 +1,9 @@
 """The local control loop: scrape -> engine -> admin endpoint, every interval, one log line each.
 
 This is what ``wanserve-operator local`` (and ``make run``) runs next to a local Serve app. The loop
-keeps the engine's state in memory; a restart starts from the base tier, which is safe because
-degrading is immediate and the data plane's own policy stays until the next change.
+keeps the engine's state, and the candidates that failed a rollout, in memory; a restart starts from
+the base tier, which is safe because degrading is immediate and the data plane's own policy stays
+until the next change.
 """
 
 from __future__ import annotations
@@ -53,12 +54,17 @@ class LocalController:
         self.metrics = metrics
         self.clock = clock
         self.state: EngineState | None = None
+        # Candidates that failed a rollout, and why: not retried while this loop runs.
+        self.failed: dict[str, str] = {}
 
     async def step(self) -> Decision:
         now = self.clock()
         snapshot = await self.source.read(now)
-        decision = decide(self.state, snapshot, self.spec, now)
+        decision = decide(self.state, snapshot, self.spec, now, self.failed)
         self.state = decision.state
+        rollout = decision.state.rollout
+        if rollout.phase == "Failed" and rollout.candidate and rollout.candidate not in self.failed:
+            self.failed[rollout.candidate] = rollout.reason
         if self.metrics is not None:
             self.metrics.record(decision, self.spec)
         line = describe(decision, snapshot)

@@ -93,6 +93,13 @@ class RolloutSpec(SpecModel):
     error_rate_floor: float = Field(default=0.01, ge=0, le=1)
     # Percent of traffic the candidate gets in a plain A/B split (no promotion ever).
     fixed_split: float | None = Field(default=None, ge=0, le=100)
+    # Failed checks over the rollout before it rolls back (Flagger's `threshold`): one bad window is not enough.
+    failed_checks_threshold: int = Field(default=3, ge=1)
+    # Control intervals without evidence (no metrics, no candidate request) held before each further one
+    # counts as a failed check; the rollout shows RolloutStalled meanwhile.
+    missing_data_intervals: int = Field(default=3, ge=0)
+    # A candidate that failed once is refused on the next rollout (even of a re-created policy) unless this is set.
+    retry_failed_candidate: bool = False
 
     @model_validator(mode="after")
     def _steps_rise(self) -> RolloutSpec:
@@ -116,8 +123,11 @@ class RolloutSpec(SpecModel):
 class PolicySpec(SpecModel):
     """The whole spec of a VideoServingPolicy."""
 
+    # The RayService of the data plane: the operator reads its serve Service's /metrics by default. It
+    # never writes the RayService: Helm owns it.
     ray_service_name: str | None = None
-    application_name: str = "wanserve"
+    # The policy's key in the durable Redis, which the router replicas follow (the app's `policy_key`).
+    policy_key: str = Field(default="wanserve:policy", pattern=r"^[A-Za-z0-9._:-]{1,128}$")
     control_interval_seconds: float = Field(default=10.0, gt=0)
     metrics: MetricsSpec = MetricsSpec()
     tiers: tuple[TierSpec, ...] = Field(default_factory=_default_tiers)

@@ -42,6 +42,17 @@ class DecisionMetrics:
             "wanserve_degradation_tier", "Index of the current degradation tier (0 = undegraded)",
             registry=self.registry,
         )
+        self.failover_blocked = Gauge(
+            "wanserve_failover_blocked", "1 while a model version's primary is failing and no backup is deployed",
+            ["model_version"], registry=self.registry,
+        )
+        self.stalled = Gauge(
+            "wanserve_rollout_stalled", "1 while the rollout holds for lack of evidence (RolloutStalled)",
+            registry=self.registry,
+        )
+        self.failed_checks = Gauge(
+            "wanserve_rollout_failed_checks", "Failed checks of the current rollout", registry=self.registry
+        )
 
     def record(self, decision: Decision, spec: PolicySpec) -> None:
         for event in decision.events:
@@ -56,6 +67,10 @@ class DecisionMetrics:
             self.phase.labels(phase=phase).set(1 if phase == decision.state.rollout.phase else 0)
         for version, weight in decision.policy.weights.items():
             self.weight.labels(model_version=version).set(weight)
+        for version, state in decision.state.failover.items():
+            self.failover_blocked.labels(model_version=version).set(1 if state.blocked else 0)
+        self.stalled.set(1 if decision.state.rollout.stalled else 0)
+        self.failed_checks.set(decision.state.rollout.failed_checks)
 
     def serve(self, port: int = DEFAULT_PORT) -> None:
         """Serve ``/metrics`` on ``port`` from a background thread."""

@@ -98,7 +98,8 @@ def tiny_candidate_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def local_app(
     redis_server: RedisServer, tiny_candidate_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalApp]:
-    """Real Ray Serve on this machine with real Redis: stable + candidate versions, primary + backup.
+    """Real Ray Serve on this machine with real Redis: stable (primary + backup) and candidate versions,
+    each (version, instance) its own stage application.
 
     Serve takes seconds to start on 2 cores, so the session shares one app; tests that change the
     policy restore it.
@@ -128,7 +129,8 @@ def local_app(
         default_quotas=TenantQuotas(**ROOMY_QUOTAS),  # type: ignore[arg-type]
     )
     url = local.start(args, port=free_port(), num_cpus=2)
-    local.wait_ready(url)
+    # Three stage applications of three replicas each start at once on two shared cores: be patient.
+    local.wait_ready(url, timeout_s=600)
     assert args.api_keys_file is not None
     yield LocalApp(url=url, stable_version=args.model_version, candidate_version=CANDIDATE_VERSION,
                    api_keys_file=args.api_keys_file, key=key, admin_key=admin_key)

@@ -1,7 +1,8 @@
 """Actuators: put a decided :class:`~serve.policy.ServingPolicy` into the data plane.
 
-``local`` talks to the ingress's authenticated admin endpoint; ``serve_config`` rewrites a
-RayService's ``serveConfigV2`` (the Kubernetes path, driven by :mod:`operators.kube`).
+``local`` talks to the ingress's authenticated admin endpoint (a local run without Redis);
+``policy_store`` publishes to the Redis policy store every router replica follows (the Kubernetes
+path, driven by :mod:`operators.kube`). Neither writes anything Helm owns.
 """
 
 from serve.policy import ServingPolicy

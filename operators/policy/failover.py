@@ -3,6 +3,10 @@
 The active instance trips after ``consecutive_failures`` failed requests in a row (the data plane's
 streak gauge) or as many consecutive health readings at 0. Traffic then moves to the backup at once;
 it goes back to the primary only after the primary has read healthy for ``recovery_window`` seconds.
+
+A version whose data plane reports no backup instance (no health reading for one: none is deployed)
+cannot fail over: a tripped primary then stays active and the state is ``blocked``, which the operator
+turns into a Warning, a status condition and an alert. It never pretends to switch.
 """
 
 from __future__ import annotations
@@ -44,6 +48,11 @@ def decide_instance(
     primary = health.get("primary")
     primary_ok = primary is not None and primary.healthy is True
     if active == "primary":
+        if tripped and "backup" not in health:
+            reason = f"{version}: {why} on primary and no backup instance is deployed: failover is impossible"
+            blocked = InstanceState("primary", unhealthy, floor, None, reason, blocked=True)
+            news = [] if previous.blocked else [DecisionEvent("failover-impossible", reason, "warning", version)]
+            return blocked, news
         if tripped:
             reason = f"{version}: {why} on primary, traffic moved to backup"
             state = InstanceState("backup", 0, _streak(health.get("backup")), None, reason)

@@ -52,6 +52,8 @@ class InstanceState:
     streak_floor: int = 0
     primary_healthy_since: float | None = None
     reason: str = ""
+    # The primary tripped and no backup is deployed: failover is impossible (an alert, never a switch).
+    blocked: bool = False
 
 
 @dataclass(frozen=True)
@@ -62,10 +64,19 @@ class RolloutState:
     phase: RolloutPhase = "Pending"
     step: int = -1
     step_started_at: float | None = None
-    # Cumulative traffic per version when the step began: the step's window is now minus this.
+    # Cumulative traffic per version at the last check: the next check judges what came since.
     baseline: Mapping[str, VersionTraffic] = field(default_factory=dict)
     weights: Mapping[str, float] = field(default_factory=dict)
     reason: str = ""
+    # Failed checks so far in this rollout (a breach, or missing data past its allowance).
+    failed_checks: int = 0
+    # Consecutive control intervals without evidence (no metrics, or no candidate request at all).
+    missing_intervals: int = 0
+
+    @property
+    def stalled(self) -> bool:
+        """Holding for lack of evidence: what the RolloutStalled condition shows."""
+        return self.missing_intervals > 0 and self.phase in ("Pending", "Progressing")
 
 
 @dataclass(frozen=True)

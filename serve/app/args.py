@@ -61,6 +61,16 @@ class LaneArgs(BaseModel):
     tenant_queue_share: float = Field(default=0.5, gt=0, le=1)
 
 
+class WorkArgs(BaseModel):
+    """Durable work (docs/durability.md): how long a router replica's claim on a job lasts without renewal
+    (a dead replica's jobs run again elsewhere after this), and how many interruptions a job survives."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lease_s: float = Field(default=30.0, ge=1.0, le=600.0)
+    max_deliveries: int = Field(default=3, ge=1, le=20)
+
+
 class StageAppArgs(BaseModel):
     """One stage application: TextEncoder, Denoiser and Decoder of one model version on one instance.
 
@@ -101,7 +111,8 @@ class AppArgs(BaseModel):
     model_dir: str | None = None
     # A second version for A/B and canary rollouts; it gets traffic only through the policy's weights.
     candidate: ModelVersion | None = None
-    # A second stage application per version, for failover (on a cluster: on worker groups of its own).
+    # A second stage application of the stable version, for failover (on a cluster: on worker groups of
+    # its own). A candidate runs on the primary only: a failing candidate is rolled back, not failed over.
     backup_instance: bool = False
     device: Literal["cpu", "cuda"] | None = None
     compile_transformer: bool = False
@@ -114,6 +125,7 @@ class AppArgs(BaseModel):
     cache_ttl_seconds: int = Field(default=3600, ge=0)
     blocklist_file: str | None = None
     lanes: LaneArgs = Field(default_factory=LaneArgs)
+    work: WorkArgs = Field(default_factory=WorkArgs)
     text_encoder: StageArgs = Field(default_factory=StageArgs)
     denoiser: StageArgs = Field(default_factory=StageArgs)
     decoder: StageArgs = Field(default_factory=StageArgs)
@@ -153,15 +165,14 @@ class AppArgs(BaseModel):
         stable = ModelVersion(name=self.model_version, model_dir=self.model_dir)
         return [stable] if self.candidate is None else [stable, self.candidate]
 
-    @property
-    def instances(self) -> list[Instance]:
-        return ["primary", "backup"] if self.backup_instance else ["primary"]
+    def instances_of(self, version: str) -> list[Instance]:
+        return ["primary", "backup"] if self.backup_instance and version == self.model_version else ["primary"]
 
     def topology(self, router_app: str = ROUTER_APP) -> Topology:
         """Every (version, instance) of this run, each its own stage application."""
         apps = [StageApp(model_version=version.name, instance=instance,
                          app_name=stage_app_name(version.name, instance, router_app))
-                for version in self.versions for instance in self.instances]
+                for version in self.versions for instance in self.instances_of(version.name)]
         return Topology(stable=self.model_version, apps=tuple(apps))
 
     def stage_app_args(self, version: ModelVersion, instance: Instance) -> StageAppArgs:

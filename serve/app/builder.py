@@ -98,6 +98,6 @@ def serve_applications(args: AppArgs, router_app: str = ROUTER_APP, route_prefix
             "args": args.stage_app_args(version, instance).model_dump(mode="json"),
         }
         for version in args.versions
-        for instance in args.instances
+        for instance in args.instances_of(version.name)
     ]
     return [router, *stages]

@@ -59,6 +59,26 @@ def deploy(args: AppArgs, name: str = APP_NAME, route_prefix: str = "/") -> None
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": [*kept, *ours]}))
 
 
+def remove(name: str) -> None:
+    """Delete the router ``name`` and its stage applications; every other application stays."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _get_global_client()
+    deployed = _deployed_configs(client)
+    kept = [app for app in deployed if app["name"] not in _owned_by(name, deployed)]
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": kept}))
+
+
+def stage_replicas(app_name: str) -> dict[str, list[str]]:
+    """The actor ids of each deployment's replicas in ``app_name`` (empty when it is not deployed)."""
+    from ray.serve.context import _get_global_client
+
+    app = (_get_global_client().get_serve_details().get("applications") or {}).get(app_name) or {}
+    return {name: sorted(replica["actor_id"] for replica in deployment.get("replicas") or [])
+            for name, deployment in (app.get("deployments") or {}).items()}
+
+
 def _owned_by(router: str, configs: list[dict[str, Any]]) -> set[str]:
     """The router ``router`` and the stage applications its topology lists."""
     owned = {router}

@@ -15,7 +15,7 @@ def busy(now: float, inflight: float, queued: float = 0.0, capacity: float = 4.0
 
 
 def test_policy_carries_tier_limits_weights_and_instances() -> None:
-    snapshot = busy(0, 3, 2, instances={"v1": {"primary": InstanceHealth(3, True)}},
+    snapshot = busy(0, 3, 2, instances={"v1": {"primary": InstanceHealth(3, True), "backup": InstanceHealth(0, True)}},
                     traffic={"v1": VersionTraffic(10)})
     decision = decide(None, snapshot, SPEC, 0.0)
     assert decision.policy.tier.model_dump() == {
@@ -59,3 +59,35 @@ def test_unreadable_state_starts_afresh() -> None:
 def test_initial_state_serves_stable_at_the_base_tier() -> None:
     state = initial_state(SPEC)
     assert (state.tier.name, dict(state.rollout.weights)) == ("full", {"v1": 100.0})
+
+
+def test_a_failing_primary_without_a_backup_stays_put_and_says_failover_is_impossible() -> None:
+    snapshot = busy(0, 0, instances={"v1": {"primary": InstanceHealth(3, True)}}, traffic={"v1": VersionTraffic(10)})
+    decision = decide(None, snapshot, SPEC, 0.0)
+    assert decision.policy.instance_for("v1") == "primary"
+    assert decision.state.failover["v1"].blocked is True
+    (event,) = [e for e in decision.events if e.kind == "failover-impossible"]
+    assert event.severity == "warning" and "no backup instance is deployed" in event.reason
+    again = decide(decision.state, snapshot, SPEC, 10.0)
+    assert [e.kind for e in again.events if e.kind.startswith("failover")] == []  # said once, still blocked
+    assert again.state.failover["v1"].blocked is True
+    healed = busy(20, 0, instances={"v1": {"primary": InstanceHealth(0, True)}}, traffic={"v1": VersionTraffic(11)})
+    assert decide(again.state, healed, SPEC, 20.0).state.failover["v1"].blocked is False
+
+
+def test_a_failed_candidate_is_refused_by_a_fresh_engine_state() -> None:
+    snapshot = busy(0, 0, traffic={"v1": VersionTraffic(10), "v2": VersionTraffic(0)})
+    decision = decide(None, snapshot, SPEC, 0.0, failed_candidates={"v2": "rolled back at 5%: error rate 40%"})
+    assert decision.state.rollout.phase == "Failed"
+    assert decision.policy.weights == {"v1": 100.0, "v2": 0.0}
+    assert [e.kind for e in decision.events] == ["rollout-refused"]
+    retry = parse_spec({"rollout": {"stableVersion": "v1", "candidateVersion": "v2", "retryFailedCandidate": True}})
+    assert decide(None, snapshot, retry, 0.0, {"v2": "earlier"}).state.rollout.phase == "Progressing"
+
+
+def test_a_failing_candidate_without_a_backup_is_the_rollouts_business_not_failovers() -> None:
+    snapshot = busy(0, 0, instances={"v2": {"primary": InstanceHealth(5, False)}},
+                    traffic={"v1": VersionTraffic(10), "v2": VersionTraffic(0, 5)})
+    decision = decide(None, snapshot, SPEC, 0.0)
+    assert "v2" not in decision.state.failover
+    assert [e.kind for e in decision.events if e.kind.startswith("failover")] == []

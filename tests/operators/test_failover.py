@@ -97,3 +97,32 @@ def test_versions_fail_over_independently_and_missing_data_holds() -> None:
     states, events = decide_failover(previous, {"v1": health(primary=3), "v2": health(primary=1)}, SPEC, 0.0)
     assert {v: s.active for v, s in states.items()} == {"v0": "backup", "v1": "backup", "v2": "primary"}
     assert [e.reason.split(":")[0] for e in events] == ["v1"]
+
+
+def primary_only(streak: int = 0, ok: bool | None = True) -> dict[str, InstanceHealth]:
+    """What the data plane reports for a version deployed without a backup instance."""
+    return {"primary": InstanceHealth(streak, ok)}
+
+
+@pytest.mark.parametrize("streak", [3, 7])
+def test_without_a_backup_a_tripped_primary_is_blocked_never_switched(streak: int) -> None:
+    state, events = decide_instance("v1", InstanceState(), primary_only(streak), SPEC, now=0.0)
+    assert (state.active, state.blocked) == ("primary", True)
+    assert [(e.kind, e.severity, e.model_version) for e in events] == [("failover-impossible", "warning", "v1")]
+    assert "failover is impossible" in state.reason
+
+
+def test_a_blocked_primary_is_announced_once_and_unblocks_when_it_recovers() -> None:
+    state, _ = decide_instance("v1", InstanceState(), primary_only(3), SPEC, 0.0)
+    state, events = decide_instance("v1", state, primary_only(4), SPEC, 5.0)
+    assert (state.blocked, events) == (True, [])
+    state, events = decide_instance("v1", state, primary_only(0), SPEC, 10.0)
+    assert (state.active, state.blocked, events) == ("primary", False, [])
+
+
+def test_failed_probes_without_a_backup_block_too() -> None:
+    state = InstanceState()
+    for now in (0.0, 5.0, 10.0):
+        state, events = decide_instance("v1", state, primary_only(ok=False), SPEC, now)
+    assert (state.active, state.blocked) == ("primary", True)
+    assert "3 failed probes" in events[0].reason

@@ -35,6 +35,7 @@ async def test_overload_degrades_then_recovers_after_the_window(
                                  LocalActuator(ingress.url, admin_key), metrics, clock)
     ingress.metrics.load(inflight=4, realtime=1, batch=0, capacity=4)
     ingress.metrics.instance("v1", "primary", streak=3, healthy=True)
+    ingress.metrics.instance("v1", "backup", streak=0, healthy=True)
     with caplog.at_level(logging.INFO, logger="wanserve.operator"):
         await controller.step()
     assert ingress.policy.tier.name == "minimal" and ingress.policy.tier.level == 2
@@ -66,3 +67,20 @@ async def test_unreachable_ingress_holds_and_keeps_going(caplog: pytest.LogCaptu
     assert "load=n/a" in caplog.text
     assert "could not apply the policy" in caplog.text
 
+
+
+async def test_a_failed_candidate_is_not_retried_by_a_new_rollout_of_it(ingress: FakeIngress, admin_key: str) -> None:
+    spec = parse_spec({"rollout": {"stableVersion": "v1", "candidateVersion": "v2", "failedChecksThreshold": 1,
+                                   "minRequests": 2}})
+    controller = LocalController(spec, ScrapeSource(f"{ingress.url}/metrics"), LocalActuator(ingress.url, admin_key),
+                                 clock=iter([0.0, 10.0, 20.0]).__next__)
+    ingress.metrics.serve("v1", ok=10)
+    assert (await controller.step()).state.rollout.phase == "Progressing"
+    ingress.metrics.serve("v1", ok=10)
+    ingress.metrics.serve("v2", ok=0, failed=4)
+    assert (await controller.step()).state.rollout.phase == "Failed"
+    controller.state = None  # the policy was deleted and created again
+    decision = await controller.step()
+    assert decision.state.rollout.phase == "Failed"
+    assert "failed an earlier rollout" in decision.state.rollout.reason
+    assert ingress.policy.weights == {"v1": 100.0, "v2": 0.0}
