@@ -9,6 +9,7 @@ or ``failed`` (and the error), or when the job disappears (``gone``).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ def _event(job: VideoJob, extra: dict[str, Any]) -> ServerSentEvent:
         data["content_url"] = f"/v1/videos/{job.id}/content"
     if job.error is not None:
         data["error"] = job.error.model_dump()
-    return ServerSentEvent(data=data, event=job.status, id=str(event_id(job)))
+    return ServerSentEvent(data=json.dumps(data), event=job.status, id=str(event_id(job)))
 
 
 async def job_events(
@@ -53,7 +54,7 @@ async def job_events(
     while True:
         job = await fetch()
         if job is None:
-            yield ServerSentEvent(data={"status": "gone"}, event="gone")
+            yield ServerSentEvent(data=json.dumps({"status": "gone"}), event="gone")
             return
         if event_id(job) > last_seen:
             last_seen = event_id(job)

@@ -31,7 +31,7 @@ def test_the_docs_page_loads_nothing_from_elsewhere(client):
 
 
 def test_a_body_over_the_limit_is_413_before_it_is_read(client):
-    error = _error(client.post("/v1/videos", content=b"{" + b" " * (2 * 2**20) + b"}",
+    error = _error(client.post("/v1/videos", content=b"{" + b" " * (17 * 2**20) + b"}",
                                headers={"Content-Type": "application/json"}), 413)
     assert error["code"] == "body_too_large"
 

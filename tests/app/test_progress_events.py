@@ -43,8 +43,8 @@ async def test_a_stream_sends_each_change_once_and_ends_with_the_outcome():
                   _job(status="completed", progress=100))
     events = await _collect(fetch, waiting_in_lane=lambda _job: 3)
     assert [event.event for event in events] == ["queued", "in_progress", "completed"]
-    assert events[0].data["waiting_in_lane"] == 3
-    assert events[-1].data["content_url"] == "/v1/videos/video_" + "0" * 24 + "/content"
+    assert json.loads(events[0].data)["waiting_in_lane"] == 3
+    assert json.loads(events[-1].data)["content_url"] == "/v1/videos/video_" + "0" * 24 + "/content"
 
 
 async def test_last_event_id_resumes_after_what_was_seen():
@@ -53,7 +53,7 @@ async def test_last_event_id_resumes_after_what_was_seen():
                                                                 error=JobError(code="x", message="boom")))
     events = await _collect(fetch, last_seen=seen)
     assert [event.event for event in events] == ["failed"]
-    assert events[0].data["error"] == {"code": "x", "message": "boom"}
+    assert json.loads(events[0].data)["error"] == {"code": "x", "message": "boom"}
 
 
 async def test_a_job_that_disappears_ends_the_stream():
