@@ -46,6 +46,10 @@ class SingleFlight(Generic[T]):
         task = self._flights.get(key)
         return None if task is None else asyncio.shield(task)
 
+    def running_keys(self) -> list[Hashable]:
+        """The keys in flight now."""
+        return list(self._flights)
+
     def cancel(self, key: Hashable) -> bool:
         """Cancel the execution of `key` in flight (every waiter gets CancelledError); False if none."""
         task = self._flights.get(key)

@@ -2,8 +2,9 @@
 
 Order: rate quota -> moderation -> plan (version, seed, tier, cache key) -> compute quota ->
 storage quota -> result cache (a hit is a completed job that points to the stored artifacts) ->
-lane room -> concurrent jobs -> the job record. Nothing here touches a GPU stage: what is admitted
-is handed to execution (serve/app/execution.py) as a `Ticket`.
+lane room -> the job record -> the work queue, which counts the tenant's concurrent jobs (cluster-wide
+with Redis) and refuses one over its quota; a refused job's record is removed again. Nothing here
+touches a GPU stage: a router replica claims the queued job and executes it (serve/app/durable_work.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from serve.app.lanes import LaneFull, PriorityLanes
 from serve.app.planning import Plan, plan_request
@@ -30,6 +31,7 @@ from serve.policy import ServingPolicy
 from serve.refusal import Refusal
 from serve.request import VideoRequest
 from serve.tenancy.quotas import QuotaExceeded, QuotaKeeper, Refund
+from serve.workqueue import TenantAtLimit, WorkQueueUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,15 @@ class Ticket:
     plan: Plan
     started: float
     refund: Refund | None
+
+
+class WorkIntake(Protocol):
+    """Where admission puts an accepted job (`serve.app.durable_work.DurableWork`)."""
+
+    async def enqueue(self, ticket: Ticket, tenant_limit: int | None) -> None:
+        """Queue the job of ``ticket`` (its record is written); raises `TenantAtLimit` when the tenant already
+        has ``tenant_limit`` unfinished jobs, `WorkQueueUnavailable` or `ArtifactStoreUnavailable` (503)."""
+        ...
 
 
 def artifact_owner(plan: Plan) -> str:
@@ -69,6 +80,7 @@ class Admission:
         in_flight: Callable[[str], bool],
         rng: random.Random,
         max_frame_area: int,
+        work: WorkIntake,
     ) -> None:
         self.versions = versions
         self.store = store
@@ -82,6 +94,7 @@ class Admission:
         self._in_flight = in_flight
         self._rng = rng
         self.max_frame_area = max_frame_area
+        self.work = work
         self.cache_lookups = {"hit": 0, "miss": 0}
 
     async def admit(self, request: VideoRequest, tenant: str) -> Ticket:
@@ -135,19 +148,33 @@ class Admission:
                 self.metrics.count("rejected", plan.lane, plan.model_version, tenant)
                 code = "queue_full" if full.tenant is None else "tenant_queue_full"
                 raise Refusal(429, code, str(full), headers={"Retry-After": str(full.retry_after)}) from None
-        if self.quotas is not None:
-            await self._within_quota(self._start_job(tenant), tenant, plan.lane, plan.model_version)
         try:
             job = await self.store.create(job)
-        except BaseException as error:
-            if self.quotas is not None:
-                self.quotas.finish_job(tenant)
-            if isinstance(error, JobBacklogFull):
-                self.metrics.count("rejected", plan.lane, plan.model_version, tenant)
-                raise Refusal(503, "job_store_unavailable", str(error),
-                              headers={"Retry-After": str(error.retry_after)}) from None
-            raise
-        return Ticket(job, plan, started, refund)
+        except JobBacklogFull as error:
+            self.metrics.count("rejected", plan.lane, plan.model_version, tenant)
+            raise Refusal(503, "job_store_unavailable", str(error),
+                          headers={"Retry-After": str(error.retry_after)}) from None
+        ticket = Ticket(job, plan, started, refund)
+        await self._enqueue(ticket)
+        return ticket
+
+    async def _enqueue(self, ticket: Ticket) -> None:
+        """Hand the job to the work queue; a refusal removes its record again and becomes a 429 or 503."""
+        job, plan = ticket.job, ticket.plan
+        limit = None if self.quotas is None else self.quotas.max_concurrent_jobs(job.tenant)
+        try:
+            await self.work.enqueue(ticket, limit)
+        except (TenantAtLimit, WorkQueueUnavailable, ArtifactStoreUnavailable) as error:
+            with contextlib.suppress(Exception):  # an orphan record would only expire with its TTL
+                await self.store.delete(job.id)
+            if isinstance(error, TenantAtLimit):
+                assert self.quotas is not None
+                exceeded = self.quotas.concurrency_exceeded(job.tenant, error.unfinished, error.limit)
+                raise self._refusal(exceeded, job.tenant, plan.lane, plan.model_version) from None
+            self.metrics.count("rejected", plan.lane, plan.model_version, job.tenant)
+            code = "job_queue_unavailable" if isinstance(error, WorkQueueUnavailable) else "artifact_store_unavailable"
+            retry_after = error.retry_after if isinstance(error, WorkQueueUnavailable) else 10
+            raise Refusal(503, code, str(error), headers={"Retry-After": str(retry_after)}) from None
 
     async def _from_cache(self, job: VideoJob, plan: Plan) -> VideoJob | None:
         """The job completed from the cache, pointing to the stored artifacts (no bytes copied), or None."""
@@ -207,17 +234,15 @@ class Admission:
                           "delete videos it no longer needs (DELETE /v1/videos/{id}) or wait for them to expire",
                           headers={"Retry-After": "60"})
 
-    async def _start_job(self, tenant: str) -> None:
-        assert self.quotas is not None
-        self.quotas.start_job(tenant)
-
     async def _within_quota(self, check: Awaitable[_T], tenant: str, lane: str, version: str) -> _T:
         """Await a quota check; a refusal becomes a 429 naming the limit, and is counted."""
         try:
             return await check
         except QuotaExceeded as error:
-            self.metrics.telemetry.inc("wanserve_quota_rejections_total",
-                                       (self.metrics.tenant_label(tenant), error.limit))
-            self.metrics.count("rejected", lane, version, tenant)
-            code = "rate_limit_exceeded" if error.limit == "requests_per_minute" else "quota_exceeded"
-            raise Refusal(429, code, error.message, headers={"Retry-After": str(error.retry_after)}) from None
+            raise self._refusal(error, tenant, lane, version) from None
+
+    def _refusal(self, error: QuotaExceeded, tenant: str, lane: str, version: str) -> Refusal:
+        self.metrics.telemetry.inc("wanserve_quota_rejections_total", (self.metrics.tenant_label(tenant), error.limit))
+        self.metrics.count("rejected", lane, version, tenant)
+        code = "rate_limit_exceeded" if error.limit == "requests_per_minute" else "quota_exceeded"
+        return Refusal(429, code, error.message, headers={"Retry-After": str(error.retry_after)})

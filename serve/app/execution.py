@@ -1,11 +1,15 @@
-"""Execution: from an admitted job to a finished video, whatever fails on the way.
+"""Execution: from a claimed job to a finished video, whatever fails on the way.
 
-Identical jobs in flight share one generation (``serve.singleflight.SingleFlight``, keyed by the cache
-key). The generation waits for its lane, runs TextEncoder -> Denoiser -> Decoder on the active
-instance of its model version (one retry when a stage replica dies), stores the mp4 and thumbnail
-once in the artifact store and the references in the result cache. Every job watching it then
-points to those artifacts (the first one saved them; the others link to them, copying nothing) and
-ends ``completed``, or ``failed`` with a reason, its compute charge given back. None is left behind.
+A router replica runs a job once it has claimed it from the work queue (serve/app/durable_work.py).
+Identical jobs in flight share one generation: in this replica through ``serve.singleflight.SingleFlight``,
+across replicas through the `FlightRegistry` (both keyed by the cache key): a job whose key another
+replica generates waits for that flight and points to its artifacts. The generation waits for its lane,
+runs TextEncoder -> Denoiser -> Decoder on the active instance of its model version (one retry when a
+stage replica dies), stores the mp4 and thumbnail once in the artifact store and the references in the
+result cache. Every job watching it then points to those artifacts (the first one saved them; the
+others link to them, copying nothing) and ends ``completed``, or ``failed`` with a reason, its compute
+charge given back. None is left behind, and none is recorded twice: the queue's ``complete_once`` picks
+the one replica that records an outcome.
 """
 
 from __future__ import annotations
@@ -14,10 +18,10 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from serve.app.admission import Ticket, artifact_owner
+from serve.app.admission import artifact_owner
 from serve.app.lanes import LaneFull, PriorityLanes
 from serve.app.messages import VideoArtifact
 from serve.app.planning import Plan
@@ -30,12 +34,16 @@ from serve.cache import CacheBackend, CachedResult
 from serve.jobs import JobError, JobStore, VideoJob
 from serve.policy import Instance, ServingPolicy
 from serve.singleflight import SingleFlight
-from serve.tenancy.quotas import QuotaKeeper
+from serve.tenancy.quotas import Refund
+from serve.workqueue import DEFAULT_LEASE_S, FlightRegistry, MemoryFlightRegistry, holding
 
 log = logging.getLogger(__name__)
 
 # A store that is away for a moment should not fail a finished video: try it a few times first.
 _SAVE_ATTEMPTS_DELAYS_S = (0.5, 2.0, 5.0)
+
+#: Decides which one caller records a job's outcome: `WorkQueue.complete_once(job_id, outcome)`.
+CompleteOnce = Callable[[str, str], Awaitable[bool]]
 
 
 class InjectedFault(RuntimeError):
@@ -76,29 +84,31 @@ class Execution:
         cache: CacheBackend,
         artifacts: ArtifactStore,
         lanes: PriorityLanes,
-        quotas: QuotaKeeper | None,
         metrics: ServiceMetrics,
         policy: Callable[[], ServingPolicy],
         rng: random.Random,
         cache_ttl_seconds: int,
+        flight_registry: FlightRegistry | None = None,
+        flight_lease_s: float = DEFAULT_LEASE_S,
     ) -> None:
         self.instances = instances
         self.store = store
         self.cache = cache
         self.artifacts = artifacts
         self.lanes = lanes
-        self.quotas = quotas
         self.metrics = metrics
         self._policy = policy
         self._rng = rng
         self.cache_ttl_seconds = cache_ttl_seconds
         self.health = InstanceHealth()
         self.flights: SingleFlight[CachedResult] = SingleFlight()
+        # Who generates each key across the router replicas (in this process only without Redis).
+        self.flight_registry = flight_registry or MemoryFlightRegistry()
+        self.flight_lease_s = flight_lease_s
         # Jobs watching each flight (by cache key): they all get its progress.
         self._watchers: dict[str, set[str]] = {}
         # The job whose id the stages know each flight by (the one that started it).
         self._leaders: dict[str, str] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
         # Called with (version, instance, ok) after every attempt on an instance.
         self.on_attempt: Callable[[str, Instance, bool], None] = lambda *_: None
 
@@ -123,38 +133,54 @@ class Execution:
         self.flights.cancel(key)
         return True
 
-    def start(self, ticket: Ticket) -> None:
-        """Run the ticket's job in the background; its outcome lands in the job store."""
-        self._watchers.setdefault(ticket.plan.key, set()).add(ticket.job.id)
-        task = asyncio.create_task(self._follow(ticket))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    async def stop_all(self) -> int:
+        """Stop every generation in flight here (a drain handed their jobs back); returns how many."""
+        keys = [str(key) for key in self.flights.running_keys()]
+        for key in keys:
+            leader = self._leaders.get(key)
+            if leader is not None:
+                await asyncio.gather(*(stages.cancel(leader) for stages in self.instances.values()),
+                                     return_exceptions=True)
+            self.flights.cancel(key)
+        return len(keys)
 
-    async def _follow(self, ticket: Ticket) -> None:
-        job, plan = ticket.job, ticket.plan
+    async def run(self, job: VideoJob, plan: Plan, started: float, refund: Refund | None,
+                  complete_once: CompleteOnce) -> None:
+        """Run a claimed job to its outcome and record it, unless another replica already recorded one.
+
+        Returns once the outcome is recorded (or the job was deleted while it ran). A cancellation of
+        this task (a drain) propagates: the job goes back to the queue and runs again elsewhere.
+        """
+        self._watchers.setdefault(plan.key, set()).add(job.id)
         try:
-            result = await self.flights.run(plan.key, lambda: self._generate(plan, job))
-            await self._point_to(job, result)
-        except Exception as error:
-            code, message = error_code(error)
-            log.warning("job %s failed (%s): %s", job.id, code, message)
-            await self.store.update(job.id, status="failed", error=JobError(code=code, message=message).model_dump(),
-                                    completed_at=int(time.time()))
-            self.metrics.finish("failed", plan, job.tenant, ticket.started)
-            if ticket.refund is not None:
-                await ticket.refund()
-        else:
-            await self.store.update(job.id, status="completed", progress=100, completed_at=int(time.time()),
-                                    video=result.video, thumbnail=result.thumbnail)
-            self.metrics.finish("completed", plan, job.tenant, ticket.started)
+            try:
+                result = await self.flights.run(plan.key, lambda: self._generate(plan, job))
+                await self._point_to(job, result)
+            except asyncio.CancelledError:
+                if _cancelled_from_outside():
+                    raise
+                return  # DELETE stopped the generation: the job is gone
+            except Exception as error:
+                code, message = error_code(error)
+                log.warning("job %s failed (%s): %s", job.id, code, message)
+                error_fields = JobError(code=code, message=message).model_dump()
+                fields: dict[str, Any] = {"status": "failed", "error": error_fields}
+            else:
+                fields = {"status": "completed", "progress": 100, "video": result.video,
+                          "thumbnail": result.thumbnail}
         finally:
-            if self.quotas is not None:
-                self.quotas.finish_job(job.tenant)
             watchers = self._watchers.get(plan.key)
             if watchers is not None:
                 watchers.discard(job.id)
                 if not watchers:
                     self._watchers.pop(plan.key, None)
+        if not await complete_once(job.id, fields["status"]):
+            log.info("job %s was finished by another router replica; its outcome stands", job.id)
+            return
+        await self.store.update(job.id, completed_at=int(time.time()), **fields)
+        self.metrics.finish(fields["status"], plan, job.tenant, started)
+        if fields["status"] == "failed" and refund is not None:
+            await refund()
 
     async def _point_to(self, job: VideoJob, result: CachedResult) -> None:
         """Reference the flight's artifacts from ``job`` (the job that saved them already does)."""
@@ -163,16 +189,49 @@ class Execution:
             await self.artifacts.link(ref, job.tenant, job.id, job.expires_at)
 
     async def _generate(self, plan: Plan, leader: VideoJob) -> CachedResult:
-        """One generation for every job watching ``plan.key``: stored once, cached by reference."""
-        self._leaders[plan.key] = leader.id
+        """One generation for every job watching ``plan.key`` on any replica: stored once, cached by reference."""
+        while (other := await self.flight_registry.lead(plan.key, leader.id, self.flight_lease_s)) is not None:
+            log.info("job %s waits for job %s, which generates the same video on another replica", leader.id, other)
+            await self.flight_registry.wait_gone(plan.key, other)
+            done = await self._finished_elsewhere(plan.key, other, leader)
+            if done is not None:
+                return done
+            # The other job failed, was deleted, or its replica died: lead now (or follow whoever did).
+        async with holding(self.flight_registry, plan.key, leader.id, self.flight_lease_s):
+            # A flight that just ended elsewhere (or this job's own run before a restart) may have stored it.
+            done = await self._usable(await self.cache.get(plan.key), leader)
+            if done is not None:
+                return done
+            self._leaders[plan.key] = leader.id
+            try:
+                async with self.lanes.admit(plan.lane, plan.tenant, bounded=False):
+                    await self._broadcast(plan.key, status="in_progress", progress=0)
+                    artifact = await self._on_instance(plan, leader.id)
+            finally:
+                self._leaders.pop(plan.key, None)
+            result = await self._save(plan, leader, artifact)
+            await self.cache.put(plan.key, result, self.cache_ttl_seconds)
+            return result
+
+    async def _finished_elsewhere(self, key: str, other: str, leader: VideoJob) -> CachedResult | None:
+        """The result another replica's flight left: in the cache, else on its job's record."""
+        done = await self._usable(await self.cache.get(key), leader)
+        if done is not None:
+            return done
+        record = await self.store.get(other)
+        if record is None or record.status != "completed" or record.video is None or record.thumbnail is None:
+            return None
+        return await self._usable(CachedResult(video=record.video, thumbnail=record.thumbnail), leader)
+
+    async def _usable(self, result: CachedResult | None, job: VideoJob) -> CachedResult | None:
+        """``result`` if its bytes are still stored (``job`` now points to them), else None: generate it."""
+        if result is None:
+            return None
         try:
-            async with self.lanes.admit(plan.lane, plan.tenant):
-                await self._broadcast(plan.key, status="in_progress", progress=0)
-                artifact = await self._on_instance(plan, leader.id)
-        finally:
-            self._leaders.pop(plan.key, None)
-        result = await self._save(plan, leader, artifact)
-        await self.cache.put(plan.key, result, self.cache_ttl_seconds)
+            await self._point_to(job, result)
+        except ArtifactGone as error:
+            log.info("stored result unusable for %s (%s); generating it", job.id, error)
+            return None
         return result
 
     async def _save(self, plan: Plan, leader: VideoJob, artifact: VideoArtifact) -> CachedResult:
@@ -228,6 +287,12 @@ class Execution:
     async def _broadcast(self, key: str, **fields: Any) -> None:
         for job_id in list(self._watchers.get(key, ())):
             await self.store.update(job_id, **fields)
+
+
+def _cancelled_from_outside() -> bool:
+    """True when this task itself is being cancelled (a drain), not a generation it waited for (a DELETE)."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 class _ProgressReporter:

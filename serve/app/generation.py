@@ -1,8 +1,9 @@
 """VideoService: one router replica's video service, admission and execution behind one facade.
 
-``submit`` admits a request (serve/app/admission.py: quotas, moderation, plan, cache, 429s) and
-hands what it admitted to execution (serve/app/execution.py: single flight, lanes, stages, retries,
-progress, artifacts). This class also holds the serving policy, the instances' health and the
+``submit`` admits a request (serve/app/admission.py: quotas, moderation, plan, cache, 429s), which
+queues the job as durable work (serve/app/durable_work.py); this replica's claim loops, and every other
+router replica's, claim queued jobs and execute them (serve/app/execution.py: single flight, lanes,
+stages, retries, progress, artifacts). This class also holds the serving policy, the instances' health and the
 gauges an operator reads.
 """
 
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from serve.app.admission import Admission
+from serve.app.durable_work import DurableWork, claim_capacity
 from serve.app.execution import Execution
 from serve.app.lanes import LANES, PriorityLanes
 from serve.app.service_metrics import ServiceMetrics
@@ -30,6 +32,7 @@ from serve.moderation import Moderator
 from serve.policy import Instance, ServingPolicy
 from serve.request import VideoRequest
 from serve.tenancy.quotas import QuotaKeeper
+from serve.workqueue import DEFAULT_LEASE_S, FlightRegistry, WorkQueue
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ class VideoService:
         tenant_label: Callable[[str], str] = str,
         max_frame_area: int = 1280 * 704,
         artifacts: ArtifactStore | None = None,
+        work_queue: WorkQueue | None = None,
+        flight_registry: FlightRegistry | None = None,
     ) -> None:
         self.versions = versions
         self.instances = instances
@@ -64,15 +69,20 @@ class VideoService:
         self._policy = policy
         self.metrics = ServiceMetrics(telemetry, versions, lambda: self._policy, tenant_label)
         self.execution = Execution(
-            instances=instances, store=store, cache=cache, artifacts=self.artifacts, lanes=lanes, quotas=quotas,
+            instances=instances, store=store, cache=cache, artifacts=self.artifacts, lanes=lanes,
             metrics=self.metrics, policy=lambda: self._policy, rng=rng, cache_ttl_seconds=cache_ttl_seconds,
+            flight_registry=flight_registry,
+            flight_lease_s=work_queue.lease_s if work_queue is not None else DEFAULT_LEASE_S,
         )
         self.execution.on_attempt = self._record
         self.health = self.execution.health
+        # Accepted jobs: durable in work_queue (Redis), else in this process. `start_work` starts claiming.
+        self.work = DurableWork(durable=work_queue, execution=self.execution, store=store, artifacts=self.artifacts,
+                                metrics=self.metrics, capacity=claim_capacity(lanes))
         self.admission = Admission(
             versions=versions, store=store, cache=cache, artifacts=self.artifacts, lanes=lanes, moderator=moderator,
             quotas=quotas, metrics=self.metrics, policy=lambda: self._policy, in_flight=self.execution.in_flight,
-            rng=rng, max_frame_area=max_frame_area,
+            rng=rng, max_frame_area=max_frame_area, work=self.work,
         )
         # The last policy changes, newest first, for the operations page.
         self.decisions: deque[dict[str, Any]] = deque(maxlen=20)
@@ -127,6 +137,7 @@ class VideoService:
                       for lane in LANES},
             "running": self.lanes.running,
             "capacity": self.lanes.capacity,
+            "claimed": self.work.running,
             "cache": {**lookups, "hit_rate": lookups["hit"] / looked_up if looked_up else None},
             "recent_decisions": list(self.decisions),
         }
@@ -134,17 +145,19 @@ class VideoService:
     # -- requests -------------------------------------------------------------------------------
 
     async def submit(self, request: VideoRequest, tenant: str) -> VideoJob:
-        """Admit a request (or raise a Refusal) and, unless the cache answered it, start generating it."""
+        """Admit a request (or raise a Refusal): a cache hit comes back completed, any other job queued."""
         ticket = await self.admission.admit(request, tenant)
-        if ticket.job.status == "queued":
-            self.execution.start(ticket)
         return ticket.job
 
     async def delete(self, job: VideoJob) -> None:
-        """Stop a job that runs, forget it, and drop its references to its artifacts (the last one
-        deletes the bytes)."""
-        if job.status in ("queued", "in_progress") and await self.execution.cancel(job.id):
-            log.info("job %s deleted while %s: stopped", job.id, job.status)
+        """Take a queued job out of the work queue, stop one this replica runs, forget it, and drop its
+        references to its artifacts (the last one deletes the bytes)."""
+        if job.status in ("queued", "in_progress"):
+            discarded = await self.work.discard(job.id)
+            if await self.execution.cancel(job.id):
+                log.info("job %s deleted while %s: stopped", job.id, job.status)
+            elif discarded:
+                log.info("job %s deleted while %s: removed from the job queue", job.id, job.status)
         await self.store.delete(job.id)
         for ref in (job.video, job.thumbnail):
             if ref is not None:

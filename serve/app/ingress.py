@@ -45,11 +45,17 @@ from serve.policy import ServingPolicy
 from serve.policy_store import PolicyFollower, PolicyStore, PolicyStoreError
 from serve.redis_link import RedisLink
 from serve.tenancy import AccessDenied, Caller, QuotaKeeper, TenantRegistry, authorize
+from serve.workqueue import RedisFlightRegistry, RedisWorkQueue
 
 log = logging.getLogger(__name__)
 
 # How often a replica deletes artifacts whose jobs all expired (any replica may; it is idempotent).
 ARTIFACT_SWEEP_INTERVAL_S = 300.0
+# How long Serve lets a stopping Ingress replica finish before it kills it: long enough for most videos
+# running here to finish rather than start again elsewhere (docs/durability.md, "Drains").
+GRACEFUL_SHUTDOWN_TIMEOUT_S = 180.0
+# Kept out of that budget for handing the unfinished jobs back to the queue.
+HAND_BACK_S = 10.0
 
 app = FastAPI(
     title="wanserve",
@@ -194,7 +200,7 @@ def check_fault_injection(policy: ServingPolicy, allowed: bool) -> None:
                        "(drills only)", "faults")
 
 
-@serve.deployment(name="Ingress")
+@serve.deployment(name="Ingress", graceful_shutdown_timeout_s=GRACEFUL_SHUTDOWN_TIMEOUT_S)
 @serve.ingress(app)
 class Ingress:
     """Validates, routes and tracks requests; never touches a tensor."""
@@ -230,7 +236,11 @@ class Ingress:
             tenant_label=self.tenants.metric_label,
             max_frame_area=self.args.max_frame_area,
             artifacts=artifact_store_from_env(self._redis),
+            work_queue=self._work_queue(),
+            flight_registry=RedisFlightRegistry(self._redis) if self._redis is not None else None,
         )
+        # Claim queued jobs (any replica's) from now on; __del__ drains.
+        self.service.work.start()
         # With Redis the operator's policy arrives through the policy store, on every replica alike.
         self._policy_store = PolicyStore(self._redis.client, self.args.policy_key) if self._redis else None
         if self._policy_store is not None:
@@ -239,6 +249,24 @@ class Ingress:
             log.warning("NO API KEYS CONFIGURED: the API is open to anyone who can reach this server, as tenant "
                         "'anonymous'. Configure a keys file (api_keys_file / WANSERVE_API_KEYS_FILE) on any shared "
                         "network.")
+
+    def _work_queue(self) -> RedisWorkQueue | None:
+        """The router application's job queue in the durable Redis; one per router app, so two apps that
+        share a Redis (a benchmark's second router) never run each other's jobs."""
+        if self._redis is None:
+            return None
+        app_name = serve.get_replica_context().app_name
+        return RedisWorkQueue(self._redis, lease_s=self.args.work.lease_s, max_deliveries=self.args.work.max_deliveries,
+                              prefix=f"wanserve:{{work:{app_name}}}")
+
+    async def __del__(self) -> None:
+        """Serve's graceful stop (scale-down, redeploy): stop claiming, let running jobs finish for most of
+        ``graceful_shutdown_timeout_s``, hand the rest back so another replica starts them at once."""
+        context = serve.get_replica_context()
+        config = getattr(context, "_deployment_config", None)  # private in Serve 2.60; the constant otherwise
+        budget = float(getattr(config, "graceful_shutdown_timeout_s", GRACEFUL_SHUTDOWN_TIMEOUT_S))
+        handed = await self.service.work.drain(max(1.0, budget - HAND_BACK_S))
+        log.info("Ingress replica stopping: %d unfinished jobs handed back to the queue", handed)
 
     def _on_redis_error(self, op: str) -> None:
         self.telemetry.inc("wanserve_redis_errors_total", (op,))
@@ -291,6 +319,8 @@ class Ingress:
 
     async def check_health(self) -> None:
         # Serve calls this every few seconds: probe the stage instances and refresh this replica's gauges.
+        if not self.service.work.alive:
+            raise RuntimeError("this replica stopped claiming jobs from the work queue; restart it")
         await self.service.probe_instances()
         self.service.publish_gauges()
         if time.monotonic() - self._swept_at > ARTIFACT_SWEEP_INTERVAL_S:

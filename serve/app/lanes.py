@@ -170,10 +170,15 @@ class PriorityLanes:
             raise LaneFull(lane, self.tenant_queue_limit(queue_lane), self.retry_after_s, tenant)
 
     @asynccontextmanager
-    async def admit(self, lane: Lane, tenant: str = "default") -> AsyncIterator[None]:
-        """Wait for this request's turn; raises ``LaneFull`` at once when its queue is full."""
+    async def admit(self, lane: Lane, tenant: str = "default", *, bounded: bool = True) -> AsyncIterator[None]:
+        """Wait for this request's turn; raises ``LaneFull`` at once when its queue is full.
+
+        ``bounded=False`` for work admitted already (a job claimed from the work queue): its bound was
+        checked when it was accepted, and the replica claims no more than it can hold.
+        """
         queue_lane: Lane = lane if self.enabled else "batch"
-        self.check_room(lane, tenant)
+        if bounded:
+            self.check_room(lane, tenant)
         self._seq += 1
         # Lanes disabled: one FIFO for everyone, tenants included.
         waiter = _Waiter(queue_lane, tenant if self.enabled else "", self._seq)

@@ -4,7 +4,8 @@
 ingress replica (with N replicas a tenant can get up to N times its limits). ``RedisQuotaState``
 shares the rate window and the daily compute budget between replicas through Redis and falls back to its
 own in-memory copy while Redis is down (the limits then hold per replica until Redis returns).
-Concurrent jobs are always counted per replica: a job lives on the replica that accepted it.
+Concurrent jobs are counted by the work queue (serve/workqueue), cluster-wide with Redis: a tenant's
+unfinished jobs are its queue entries; ``QuotaKeeper`` only says the limit and words the refusal.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import datetime as dt
 import math
 import secrets
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -219,7 +220,6 @@ class QuotaKeeper:
         self._quotas_of = quotas_of
         self._retry_concurrent = concurrency_retry_after_s
         self._clock = clock
-        self._running: Counter[str] = Counter()
 
     def quotas_of(self, tenant: str) -> TenantQuotas:
         """The limits that apply to ``tenant`` now."""
@@ -255,20 +255,12 @@ class QuotaKeeper:
                                 f"resets at 00:00 UTC, in {wait}s", wait)
         return _once(charged)
 
-    def start_job(self, tenant: str) -> None:
-        """Count a job that will queue or generate against ``max_concurrent_jobs``."""
-        limit = self._quotas_of(tenant).max_concurrent_jobs
-        if limit is not None and self._running[tenant] >= limit:
-            raise QuotaExceeded(tenant, "max_concurrent_jobs",
-                                f"tenant {tenant!r} reached its max_concurrent_jobs quota: {self._running[tenant]} "
-                                f"videos queued or generating (limit {limit}); retry when one completes",
-                                self._retry_concurrent)
-        self._running[tenant] += 1
+    def max_concurrent_jobs(self, tenant: str) -> int | None:
+        """How many of ``tenant``'s jobs may be queued or generating at once (None: no limit)."""
+        return self._quotas_of(tenant).max_concurrent_jobs
 
-    def finish_job(self, tenant: str) -> None:
-        self._running[tenant] -= 1
-        if self._running[tenant] <= 0:
-            del self._running[tenant]
-
-    def running(self, tenant: str) -> int:
-        return self._running[tenant]
+    def concurrency_exceeded(self, tenant: str, unfinished: int, limit: int) -> QuotaExceeded:
+        """The refusal for a job over ``max_concurrent_jobs`` (the work queue counted ``unfinished``)."""
+        return QuotaExceeded(tenant, "max_concurrent_jobs",
+                             f"tenant {tenant!r} reached its max_concurrent_jobs quota: {unfinished} videos queued "
+                             f"or generating (limit {limit}); retry when one completes", self._retry_concurrent)

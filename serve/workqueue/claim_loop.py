@@ -54,6 +54,11 @@ class ClaimLoop:
         """Jobs this replica runs now, per lane."""
         return {lane: len(tasks) for lane, tasks in self._running.items()}
 
+    @property
+    def alive(self) -> bool:
+        """False once the loop has stopped claiming for good (drained, or it died): the replica's health check."""
+        return self._loop_task is not None and not self._loop_task.done()
+
     def start(self) -> None:
         """Start claiming, in the running event loop."""
         if self._loop_task is None:

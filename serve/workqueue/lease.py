@@ -23,6 +23,8 @@ DEFAULT_MAX_DELIVERIES = 3
 DEFAULT_DONE_TTL_S = 7 * 86_400
 #: A payload is the plan needed to run a job again, not its inputs' bytes.
 MAX_PAYLOAD_BYTES = 64 * 1024
+#: How many recent outcomes `WorkQueue.finished` keeps (for drills and an SRE's look at what finished where).
+FINISHED_LOG_LEN = 10_000
 
 
 class WorkQueueUnavailable(Exception):
@@ -190,8 +192,15 @@ class WorkQueue(Protocol):
         """
         ...
 
-    async def complete_once(self, job_id: str) -> bool:
-        """True for exactly one caller per job: that caller records the job's final outcome (completed or failed)."""
+    async def complete_once(self, job_id: str, outcome: str = "completed") -> bool:
+        """True for exactly one caller per job: that caller records the job's final outcome (completed or failed).
+
+        The winner's decision joins the log `finished` reads (job, ``outcome``, which replica).
+        """
+        ...
+
+    async def finished(self, count: int = 100) -> list[dict[str, str]]:
+        """The last ``count`` decisions of `complete_once`, newest first: ``job``, ``outcome``, ``by`` (consumer)."""
         ...
 
     async def discard(self, job_id: str) -> bool:

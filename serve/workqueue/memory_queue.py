@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import json
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 from serve.workqueue.lease import (
     DEFAULT_LEASE_S,
     DEFAULT_MAX_DELIVERIES,
+    FINISHED_LOG_LEN,
     LANES,
     MAX_PAYLOAD_BYTES,
     Lease,
@@ -47,6 +49,7 @@ class _Shared:
     entries: dict[str, _Entry] = field(default_factory=dict)  # by job id, in enqueue order
     tenants: dict[str, set[str]] = field(default_factory=dict)
     done: dict[str, float] = field(default_factory=dict)  # job id -> when it expires
+    finished: deque[dict[str, str]] = field(default_factory=lambda: deque(maxlen=FINISHED_LOG_LEN))
     seq: itertools.count[int] = field(default_factory=itertools.count)
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -120,7 +123,7 @@ class MemoryWorkQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._shared.changed.wait(), timeout=min(self.poll_s, left))
 
-    async def complete_once(self, job_id: str) -> bool:
+    async def complete_once(self, job_id: str, outcome: str = "completed") -> bool:
         if self._is_done(job_id):
             return False
         shared = self._shared
@@ -128,7 +131,11 @@ class MemoryWorkQueue:
             now = shared.clock()
             shared.done = {job: expires for job, expires in shared.done.items() if expires > now}
         shared.done[job_id] = shared.clock() + self.done_ttl_s
+        shared.finished.append({"job": job_id, "outcome": outcome, "by": self.consumer})
         return True
+
+    async def finished(self, count: int = 100) -> list[dict[str, str]]:
+        return list(reversed(self._shared.finished))[:count]
 
     async def discard(self, job_id: str) -> bool:
         entry = self._shared.entries.get(job_id)

@@ -8,7 +8,8 @@ Layout (every key carries the ``{work}`` hash tag, so the scripts' keys share on
 - ``<prefix>:index`` hash: job id -> ``<lane> <entry id>``, so enqueue is idempotent and a job can
   be discarded by id.
 - ``<prefix>:tenant:<tenant>`` sorted set of the tenant's unfinished job ids (its concurrency count).
-- ``<prefix>:done:<job id>``: set once, by the one caller that records the job's outcome.
+- ``<prefix>:done:<job id>``: set once, to the consumer name of the one caller that records the job's
+  outcome; ``<prefix>:finished``, a capped stream of those decisions (job, outcome, by), newest last.
 
 Each step that must not interleave with another replica's (claim, renew, release, enqueue with a
 tenant limit) is one Lua script, so it is atomic in Redis and ends up in the AOF as one unit.
@@ -33,6 +34,7 @@ from serve.workqueue.lease import (
     DEFAULT_DONE_TTL_S,
     DEFAULT_LEASE_S,
     DEFAULT_MAX_DELIVERIES,
+    FINISHED_LOG_LEN,
     LANES,
     MAX_PAYLOAD_BYTES,
     Lease,
@@ -157,6 +159,13 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 """
 
+# KEYS: done key, finished log. ARGV: consumer, ttl s, log length, job, outcome. 1 for the first caller only.
+_COMPLETE_LUA = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'job', ARGV[4], 'outcome', ARGV[5], 'by', ARGV[1])
+return 1
+"""
+
 # KEYS: stream. ARGV: group. Creates the group unless it exists, atomically: no BUSYGROUP race between
 # replicas starting together. From id 0, since entries enqueued before the group existed are work too.
 _CREATE_GROUP_LUA = """
@@ -237,6 +246,7 @@ class RedisWorkQueue:
         self._renew_script = client.register_script(_RENEW_LUA)
         self._release_script = client.register_script(_RELEASE_LUA)
         self._discard_script = client.register_script(_DISCARD_LUA)
+        self._complete_script = client.register_script(_COMPLETE_LUA)
         self._prune_script = client.register_script(_PRUNE_LUA)
         self._group_script = client.register_script(_CREATE_GROUP_LUA)
 
@@ -253,6 +263,9 @@ class RedisWorkQueue:
 
     def _done_key(self, job_id: str) -> str:
         return f"{self._prefix}:done:{job_id}"
+
+    def _finished_key(self) -> str:
+        return f"{self._prefix}:finished"
 
     # -- the queue ------------------------------------------------------------------------------
 
@@ -300,16 +313,25 @@ class RedisWorkQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout=min(self.poll_s, left))
 
-    async def complete_once(self, job_id: str) -> bool:
-        key = self._done_key(job_id)
+    async def complete_once(self, job_id: str, outcome: str = "completed") -> bool:
+        keys = [self._done_key(job_id), self._finished_key()]
+        args = [self.consumer, self.done_ttl_s, FINISHED_LOG_LEN, job_id, outcome]
         try:
-            first = await self._call("work.complete_once", lambda r: r.set(key, "1", nx=True, ex=self.done_ttl_s))
+            first = await self._script("work.complete_once", self._complete_script, keys, args)
         except (RedisUnavailable, RedisRequestError) as exc:
             raise WorkQueueUnavailable(
                 f"could not record that job {job_id} finished: the job queue (Redis) is unavailable ({exc}); "
                 f"keep the result and retry"
             ) from exc
         return bool(first)
+
+    async def finished(self, count: int = 100) -> list[dict[str, str]]:
+        key = self._finished_key()
+        try:
+            entries = await self._call("work.finished", lambda r: r.xrevrange(key, count=count))
+        except (RedisUnavailable, RedisRequestError) as exc:
+            raise WorkQueueUnavailable(f"could not read the log of finished jobs ({exc}); retry") from exc
+        return [{_text(name): _text(value) for name, value in fields.items()} for _, fields in entries]
 
     async def discard(self, job_id: str) -> bool:
         args = [job_id, f"{self._prefix}:lane:", f"{self._prefix}:tenant:", GROUP]

@@ -22,6 +22,7 @@ from serve.redis_link import RedisLink
 from serve.refusal import Refusal
 from serve.request import VideoRequest
 from serve.tenancy import MemoryQuotaState, QuotaKeeper, TenantQuotas
+from serve.workqueue import MemoryWorkQueue
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 T = TypeVar("T")
@@ -38,6 +39,17 @@ class CountingLink(RedisLink):
         return await super().call(op, fn)
 
 
+class _Intake:
+    """Admission's work queue here: accepted jobs wait in it, and nothing claims them."""
+
+    def __init__(self) -> None:
+        self.queue = MemoryWorkQueue()
+
+    async def enqueue(self, ticket: Ticket, tenant_limit: int | None) -> None:
+        await self.queue.enqueue(ticket.plan.lane, ticket.job.id, {}, tenant=ticket.job.tenant,
+                                 tenant_limit=tenant_limit)
+
+
 def _admission(redis_url: str, quotas: TenantQuotas | None = None) -> Admission:
     link = CountingLink(redis_url)
     policy = ServingPolicy(weights={VERSION: 100.0})
@@ -47,7 +59,7 @@ def _admission(redis_url: str, quotas: TenantQuotas | None = None) -> Admission:
         lanes=PriorityLanes(capacity=1, queue_limits={"realtime": 4, "batch": 4}), moderator=Moderator(),
         quotas=QuotaKeeper(MemoryQuotaState(), lambda _t: quotas or TenantQuotas()),
         metrics=ServiceMetrics(Telemetry(), [VERSION], lambda: policy), policy=lambda: policy,
-        in_flight=lambda _key: False, rng=random.Random(0), max_frame_area=1280 * 704,
+        in_flight=lambda _key: False, rng=random.Random(0), max_frame_area=1280 * 704, work=_Intake(),
     )
 
 

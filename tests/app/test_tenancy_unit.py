@@ -207,15 +207,13 @@ async def test_requests_per_minute_is_a_rolling_window_with_retry_after(quota_st
     await keeper.take_request("a")
 
 
-def test_concurrent_jobs_are_counted_until_they_finish():
+def test_the_concurrent_job_limit_and_its_refusal_name_the_quota():
+    # The work queue counts a tenant's unfinished jobs (tests/app/test_durable_work.py); the keeper words it.
     keeper = _keeper(MemoryQuotaState(), FakeClock(), max_concurrent_jobs=2)
-    keeper.start_job("a")
-    keeper.start_job("a")
-    with pytest.raises(QuotaExceeded) as refused:
-        keeper.start_job("a")
-    assert refused.value.limit == "max_concurrent_jobs" and refused.value.retry_after > 0
-    keeper.finish_job("a")
-    keeper.start_job("a")
+    assert keeper.max_concurrent_jobs("a") == 2
+    refused = keeper.concurrency_exceeded("a", unfinished=2, limit=2)
+    assert refused.limit == "max_concurrent_jobs" and refused.retry_after > 0
+    assert "2 videos queued or generating (limit 2)" in refused.message
 
 
 def test_seconds_to_utc_midnight():
