@@ -175,6 +175,38 @@ serveConfigV2.
     secretKeyRef:
       name: {{ include "wanserve.metricsKeySecretName" . }}
       key: {{ .Values.tenancy.metricsKey.secretKey }}
+{{- with .Values.artifacts }}
+{{- if .store }}
+- name: WANSERVE_ARTIFACT_STORE
+  value: {{ .store | quote }}
+- name: WANSERVE_ARTIFACT_LIFECYCLE_DAYS
+  value: {{ .lifecycleDays | quote }}
+{{- with .endpointUrl }}
+- name: AWS_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .region }}
+- name: AWS_REGION
+  value: {{ . | quote }}
+{{- end }}
+{{- with .publicEndpointUrl }}
+- name: WANSERVE_ARTIFACT_PUBLIC_ENDPOINT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with .existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end }}
+{{- end }}
 {{- with .Values.ray.extraEnv }}
 {{ toYaml . }}
 {{- end }}
@@ -185,33 +217,38 @@ Checks that span several values; rendering fails with a message that says what t
 */}}
 {{- define "wanserve.validate" -}}
 {{- $v := .Values }}
-{{- $stages := include "wanserve.stageTable" . | fromYaml }}
-{{- /* A canary adds a copy of every stage deployment for the candidate, a backup instance doubles them. */}}
-{{- $copies := mul (ternary 2 1 (eq (toString $v.policy.rollout.enabled) "true")) (ternary 2 1 (eq (toString $v.policy.failover.backupInstance) "true")) }}
-{{- range $key := splitList " " (include "wanserve.stageOrder" .) }}
-{{- $stage := index $v.stages $key }}
+{{- /* Each (version, instance) is its own stage application: a canary's candidate runs on the primary
+worker groups beside the stable version; the backup instance has worker groups of its own. */}}
+{{- range $instance := ternary (list "primary" "backup") (list "primary") (eq (toString $v.backup.enabled) "true") }}
+{{- range $key := splitList " " (include "wanserve.stageOrder" $) }}
+{{- $stage := include "wanserve.instanceStage" (dict "root" $ "key" $key "instance" $instance) | fromYaml }}
+{{- $meta := include "wanserve.instanceGroup" (dict "root" $ "key" $key "instance" $instance) | fromYaml }}
+{{- /* Where to fix it: the backup's values are backup.stages.<key> merged over stages.<key>. */}}
+{{- $path := ternary (printf "backup.stages.%s" $key) (printf "stages.%s" $key) (eq $instance "backup") }}
 {{- $numGpus := float64 $stage.replica.numGpus }}
 {{- $gpus := int $stage.workers.gpu.count }}
 {{- if and (gt $numGpus 0.0) (eq $gpus 0) }}
-{{- fail (printf "stages.%s.replica.numGpus is %v but stages.%s.workers.gpu.count is 0: give the worker pods GPUs or set numGpus to 0" $key $stage.replica.numGpus $key) }}
+{{- fail (printf "%s.replica.numGpus is %v but %s.workers.gpu.count is 0: give the worker pods GPUs or set numGpus to 0" $path $stage.replica.numGpus $path) }}
 {{- end }}
 {{- if gt $numGpus (float64 $gpus) }}
-{{- fail (printf "stages.%s.replica.numGpus (%v) is more than the %d GPUs of one worker pod (stages.%s.workers.gpu.count): no replica could ever be placed" $key $stage.replica.numGpus $gpus $key) }}
+{{- fail (printf "%s.replica.numGpus (%v) is more than the %d GPUs of one worker pod (%s.workers.gpu.count): no replica could ever be placed" $path $stage.replica.numGpus $gpus $path) }}
 {{- end }}
 {{- $perPod := include "wanserve.replicasPerPod" $stage | int }}
 {{- if lt $perPod 1 }}
-{{- fail (printf "stages.%s.workers.replicasPerPod must be at least 1" $key) }}
+{{- fail (printf "%s.workers.replicasPerPod must be at least 1" $path) }}
 {{- end }}
 {{- if gt (int $stage.autoscaling.minReplicas) (int $stage.autoscaling.maxReplicas) }}
-{{- fail (printf "stages.%s.autoscaling.minReplicas (%v) is above maxReplicas (%v)" $key $stage.autoscaling.minReplicas $stage.autoscaling.maxReplicas) }}
+{{- fail (printf "%s.autoscaling.minReplicas (%v) is above maxReplicas (%v)" $path $stage.autoscaling.minReplicas $stage.autoscaling.maxReplicas) }}
 {{- end }}
 {{- if gt (int $stage.workers.minReplicas) (int $stage.workers.maxReplicas) }}
-{{- fail (printf "stages.%s.workers.minReplicas (%v) is above maxReplicas (%v)" $key $stage.workers.minReplicas $stage.workers.maxReplicas) }}
+{{- fail (printf "%s.workers.minReplicas (%v) is above maxReplicas (%v)" $path $stage.workers.minReplicas $stage.workers.maxReplicas) }}
 {{- end }}
+{{- $versions := ternary 2 1 (and (eq $instance "primary") (eq (toString $v.policy.rollout.enabled) "true")) }}
 {{- $capacity := mul (int $stage.workers.maxReplicas) $perPod }}
-{{- $needed := mul (int $stage.autoscaling.maxReplicas) $copies }}
+{{- $needed := mul (int $stage.autoscaling.maxReplicas) $versions }}
 {{- if gt $needed $capacity }}
-{{- fail (printf "stages.%s needs room for %d replicas (autoscaling.maxReplicas %v x %d deployment copies for canary/backup) but the worker group holds %d (%d pods x %d replicas per pod): raise stages.%s.workers.maxReplicas or lower autoscaling.maxReplicas, or replicas stay pending" $key $needed $stage.autoscaling.maxReplicas $copies $capacity (int $stage.workers.maxReplicas) $perPod $key) }}
+{{- fail (printf "%s needs room for %d replicas (autoscaling.maxReplicas %v x %d model versions on worker group %s: the stable one, and the canary's candidate while policy.rollout.enabled) but the group holds %d (%d pods x %d replicas per pod): raise %s.workers.maxReplicas or lower autoscaling.maxReplicas, or replicas stay pending" $path $needed $stage.autoscaling.maxReplicas $versions $meta.group $capacity (int $stage.workers.maxReplicas) $perPod $path) }}
+{{- end }}
 {{- end }}
 {{- end }}
 {{- if gt (int $v.ingress.autoscaling.minReplicas) (int $v.ingress.autoscaling.maxReplicas) }}
