@@ -95,9 +95,14 @@ def _serve(args: argparse.Namespace) -> int:
     from serve.app import local
 
     try:
-        app_args = local.args_from_env(model_dir=args.model, redis_url=args.redis_url)
+        candidate = _candidate(args)
+        app_args = local.args_from_env(model_dir=args.model, redis_url=args.redis_url, candidate=candidate,
+                                       backup_instance=args.backup or None)
     except ValidationError as error:
         print(f"wanserve: invalid configuration:\n{describe_errors(error)}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as error:
+        print(f"wanserve: --candidate {args.candidate}: {error}", file=sys.stderr)
         return 2
     if app_args.model_dir is None:
         print("wanserve: no model directory given (--model or WANSERVE_MODEL_DIR): serving the tiny "
@@ -115,8 +120,12 @@ def _serve(args: argparse.Namespace) -> int:
         # key of its own for this run only.
         app_args = app_args.model_copy(update={"admin_key": secrets.token_urlsafe(24)})
     url = local.start(app_args, host=args.host, port=args.port)
-    operator = _start_operator(url, args, app_args.model_version, app_args.admin_key) if args.operator else None
+    operator = _start_operator(url, args, app_args, app_args.admin_key) if args.operator else None
     print(f"\nwanserve is serving {app_args.model_version} at {url}  (API docs: {url}/docs)\n")
+    if app_args.candidate is not None:
+        walk = "the operator walks it through its canary steps" if operator is not None else "no operator runs"
+        print(f"Candidate {app_args.candidate.name} is deployed beside it at 0% of traffic; {walk}: watch "
+              f"{url}/ops\n")
     print("Try it:")
     print(f"  curl -s {url}/v1/videos -H 'Content-Type: application/json' \\")
     print("    -d '{\"prompt\": \"a golden retriever running through a sunny park\", \"size\": \"256x256\", "
@@ -136,16 +145,40 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _start_operator(url: str, args: argparse.Namespace, model_version: str, admin_key: str | None) -> Any:
-    """The control loop beside the app: load -> tier, errors -> failover, as on a cluster."""
+def _candidate(args: argparse.Namespace) -> Any:
+    """The candidate version of ``--candidate DIR`` (``tiny``: a second tiny checkpoint, another seed)."""
+    if not args.candidate:
+        return None
+    from serve.app.args import ModelVersion
+    from serve.pipeline.checkpoint import cache_root, check_model_dir
+    from serve.pipeline.tiny_checkpoint import TINY_CHECKPOINT_VERSION, build_tiny_checkpoint
+
+    if args.candidate == "tiny":
+        path = cache_root() / f"tiny-wan2.2-ti2v-v{TINY_CHECKPOINT_VERSION}-seed1"
+        if not (path / "TINY_CHECKPOINT").exists():
+            build_tiny_checkpoint(path, seed=1)
+    else:
+        path = check_model_dir(args.candidate)
+    return ModelVersion(name=args.candidate_version, model_dir=str(path))
+
+
+# A local canary moves fast enough to watch: 10% -> 50% -> 100%, a step per half minute once three
+# candidate requests passed.
+LOCAL_CANARY = "  candidateVersion: {name}\n  steps: [10, 50, 100]\n  intervalSeconds: 30\n  minRequests: 3\n"
+
+
+def _start_operator(url: str, args: argparse.Namespace, app_args: Any, admin_key: str | None) -> Any:
+    """The control loop beside the app: load -> tier, errors -> failover, a candidate's canary, as on a cluster."""
     import subprocess
     import tempfile
 
     policy_file = args.operator_policy
     if not policy_file:
-        # The default spec, told which version is the stable one here.
+        # The default spec, told which version is the stable one here (and which the candidate).
         with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="wanserve-policy-", delete=False) as spec:
-            spec.write(f"rollout:\n  stableVersion: {model_version}\n")
+            spec.write(f"rollout:\n  stableVersion: {app_args.model_version}\n")
+            if app_args.candidate is not None:
+                spec.write(LOCAL_CANARY.format(name=app_args.candidate.name))
             policy_file = spec.name
     command = [sys.executable, "-m", "operators.cli", "local", "--url", url, "--policy-file", policy_file,
                "--interval", str(args.operator_interval), "--metrics-port", str(args.operator_metrics_port)]
@@ -209,6 +242,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--port", type=int, default=8000)
     serve_cmd.add_argument("--model", help="diffusers-format model directory (default: $WANSERVE_MODEL_DIR, else tiny)")
     serve_cmd.add_argument("--redis-url", help="keep jobs and the cache in Redis (default: $WANSERVE_REDIS_URL)")
+    serve_cmd.add_argument("--candidate", metavar="DIR",
+                           help="serve a candidate version beside the stable one, as its own stage application, "
+                                "and let the operator canary it; 'tiny' builds a second tiny checkpoint (another seed)")
+    serve_cmd.add_argument("--candidate-version", default="candidate", help="the candidate's version name")
+    serve_cmd.add_argument("--backup", action="store_true",
+                           help="run a backup instance of the stable version, for the operator to fail over to")
     serve_cmd.add_argument("--no-operator", dest="operator", action="store_false",
                            help="do not run the local operator (degradation tiers, failover, rollouts)")
     serve_cmd.add_argument("--operator-interval", type=float, default=5.0, help="seconds between control steps")
