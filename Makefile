@@ -24,8 +24,8 @@ $(STAMP): pyproject.toml
 services: ## install the system packages the tests use (redis-server, chromium, chromium-driver), when missing
 	@bash scripts/install-services.sh
 
-run: install ## serve locally on http://127.0.0.1:8000 (tiny checkpoint unless WANSERVE_MODEL_DIR is set)
-	$(VENV)/bin/wanserve serve
+run: install ## serve locally on http://127.0.0.1:8000 (tiny checkpoint unless WANSERVE_MODEL_DIR is set); a canary: make run SERVE_ARGS="--candidate tiny"
+	$(VENV)/bin/wanserve serve $(SERVE_ARGS)
 
 generate: install ## one video in this process: make generate PROMPT="..." OUT=out.mp4
 	$(VENV)/bin/wanserve generate "$(or $(PROMPT),a golden retriever running through a sunny park)" \
