@@ -106,7 +106,7 @@ def _canary(local_app, stable: str) -> LocalController:  # type: ignore[no-untyp
     return _controller(
         local_app.url,
         rollout={"stableVersion": stable, "candidateVersion": local_app.candidate_version,
-                 "steps": [50, 100], "intervalSeconds": 0.1, "minRequests": 3,
+                 "steps": [50, 100], "intervalSeconds": 0.1, "minRequests": 3, "failedChecksThreshold": 2,
                  "maxP95LatencyRatio": 100, "maxErrorRateRatio": 1.5},
     )
 
@@ -116,7 +116,9 @@ def _traffic(client, count: int) -> list[dict]:  # type: ignore[no-untyped-def]
     return [wait_done(client, video["id"]) for video in videos]
 
 
-def test_a_candidate_with_injected_errors_is_rolled_back(client, local_app, stable, restore_policy):
+def test_a_candidate_that_fails_every_request_fails_only_its_own_share_and_is_rolled_back_at_the_threshold(
+    client, local_app, stable, restore_policy
+):
     controller = _canary(local_app, stable)
     first = _step(controller)
     assert first.policy.weights.get(local_app.candidate_version) == 50
@@ -128,11 +130,15 @@ def test_a_candidate_with_injected_errors_is_rolled_back(client, local_app, stab
     for _ in range(6):
         videos = _traffic(client, 8)
         assert any(video["model"] == local_app.candidate_version for video in videos)
+        # The candidate's failures never reach the stable version's requests.
+        assert [v["status"] for v in videos if v["model"] == stable] == ["completed"] * sum(
+            v["model"] == stable for v in videos)
         decision = _step(controller)
-        phases.append(decision.state.rollout.phase)
+        phases.append((decision.state.rollout.phase, decision.state.rollout.failed_checks))
         if decision.state.rollout.phase == "Failed":
             break
-    assert phases[-1] == "Failed", phases
+    assert phases[-1] == ("Failed", 2), phases
+    assert ("Progressing", 1) in phases, "one failed check must not roll back"
     assert decision.policy.weights.get(local_app.candidate_version, 0) == 0
     assert _ops(client)["versions"][local_app.candidate_version]["weight"] == 0
     assert all(video["model"] == stable for video in _traffic(client, 4))

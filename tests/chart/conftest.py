@@ -76,12 +76,23 @@ class Rendered:
         return yaml.safe_load(self.rayservice["spec"]["serveConfigV2"])
 
     @property
+    def applications(self) -> dict[str, dict[str, Any]]:
+        return {app["name"]: app for app in self.serve_config["applications"]}
+
+    @property
     def application(self) -> dict[str, Any]:
-        (app,) = self.serve_config["applications"]
-        return app
+        """The router application (the Ingress, route /)."""
+        return self.applications["wanserve"]
+
+    def stage_app(self, version: str | None = None, instance: str = "primary") -> dict[str, Any]:
+        """The stage application of ``version`` (default: the stable one) on ``instance``."""
+        version = version or self.application["deployments"][0]["user_config"]["topology"]["stable"]
+        return self.applications[f"wanserve-{version}-{instance}"]
 
     def deployment(self, name: str) -> dict[str, Any]:
-        (found,) = [d for d in self.application["deployments"] if d["name"] == name]
+        """The Ingress of the router, or a stage deployment of the stable version's primary instance."""
+        app = self.application if name == "Ingress" else self.stage_app()
+        (found,) = [d for d in app["deployments"] if d["name"] == name]
         return found
 
     def worker_group(self, group: str) -> dict[str, Any]:

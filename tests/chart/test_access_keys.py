@@ -36,11 +36,14 @@ def test_the_keys_are_random_distinct_and_never_in_the_rayservice(render):
     assert "admin_key" not in rendered.application["args"]
 
 
-def test_the_operator_gets_only_the_metrics_key(render):
+def test_the_operator_gets_the_metrics_key_and_the_redis_password_never_the_admin_key(render):
     rendered = render()
     env = rendered.env_of(OPERATOR)
     assert _secret_ref(env, "WANSERVE_METRICS_KEY") == {"name": "wanserve-metrics-key", "key": "metrics-key"}
-    assert not {"WANSERVE_ADMIN_KEY", "WANSERVE_REDIS_PASSWORD"} & set(env)
+    # It publishes the policy to the durable Redis (the policy store).
+    assert _secret_ref(env, "WANSERVE_REDIS_PASSWORD") == {"name": "wanserve-redis", "key": "redis-password"}
+    assert env["WANSERVE_REDIS_URL"]["value"] == rendered.application["args"]["redis_url"]
+    assert "WANSERVE_ADMIN_KEY" not in env
 
 
 def test_redis_pods_hold_no_access_key(render):

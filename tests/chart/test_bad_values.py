@@ -55,7 +55,23 @@ def test_canary_without_room_for_the_candidate_is_refused(render_error):
         "policy.rollout.candidateVersion=ft1",
         "policy.rollout.candidateModelDir=/models/ft1",
     )
-    assert "x 2 deployment copies for canary/backup" in message
+    assert "stages.textEncoder needs room for 4 replicas (autoscaling.maxReplicas 2 x 2 model versions" in message
+
+
+def test_backup_without_room_on_its_own_groups_is_refused(render_error):
+    message = render_error("backup.enabled=true", "backup.stages.denoiser.workers.maxReplicas=1")
+    assert "backup.stages.denoiser needs room for 4 replicas" in message
+    assert "on worker group denoiser-backup" in message
+
+
+def test_backup_replica_needing_more_gpus_than_its_pod_is_refused(render_error):
+    message = render_error("backup.enabled=true", "backup.stages.decoder.replica.numGpus=2")
+    assert "backup.stages.decoder.replica.numGpus (2) is more than the 1 GPUs of one worker pod" in message
+
+
+def test_the_old_backup_instance_switch_is_refused_by_name(render_error):
+    message = render_error("policy.failover.backupInstance=true")
+    assert "backupInstance" in message
 
 
 def test_min_above_max_is_refused(render_error):

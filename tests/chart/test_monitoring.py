@@ -19,6 +19,8 @@ KNOWN_METRICS = {
     "wanserve_inflight_requests",
     "wanserve_cache_requests_total",
     "wanserve_stage_latency_seconds_bucket",
+    "wanserve_failover_blocked",
+    "wanserve_rollout_stalled",
 }
 METRIC = re.compile(r"\bwanserve_[a-z_]+\b")
 REQUEST_STATUSES = {"completed", "failed", "rejected"}
@@ -35,6 +37,8 @@ def test_rule_covers_failover_error_rate_degraded_tier_and_rollback(render):
         "WanserveErrorRateHigh",
         "WanserveDegradedTierHeld",
         "WanserveCanaryRolledBack",
+        "WanserveFailoverImpossible",
+        "WanserveRolloutStalled",
     }
 
 

@@ -125,7 +125,8 @@ def _policies(*releases: Release) -> list[dict[str, Any]]:
 
 def test_network_policies_are_on_by_default(two_releases):
     a, _ = two_releases
-    assert {p["metadata"]["name"] for p in a.policies} == {"a-wanserve-ray", "a-wanserve-redis", "a-wanserve-operator"}
+    assert {p["metadata"]["name"] for p in a.policies} == {"a-wanserve-ray", "a-wanserve-redis", "a-wanserve-redis-cache",
+                                                            "a-wanserve-operator"}
 
 
 def test_every_pod_of_a_release_is_selected_by_one_of_its_policies(two_releases):
@@ -162,14 +163,16 @@ def test_the_kuberay_operator_reaches_the_dashboard_and_serve_proxy_only(two_rel
 
 
 @pytest.mark.parametrize("redis", ["wanserve-redis", "wanserve-redis-cache"])
-def test_redis_admits_only_this_releases_ray_pods(two_releases, redis):
+def test_redis_admits_only_this_releases_ray_pods_and_the_operator_to_the_policy_store(two_releases, redis):
     a, b = two_releases
     policies = _policies(a, b)
     target = a.pods[redis]
     for name in ("ray-head", "ray-text-encoder", "ray-denoiser", "ray-decoder"):
         assert admitted(policies, a.pods[name], target, 6379), name
-    strangers = {**{f"release b {n}": p for n, p in b.pods.items()}, "release a operator": a.pods["wanserve-operator"],
-                 **OUTSIDERS}
+    # The operator publishes the policy to the durable Redis; the cache is none of its business.
+    assert admitted(policies, a.pods["wanserve-operator"], target, 6379) == (redis == "wanserve-redis")
+    assert not admitted(policies, b.pods["wanserve-operator"], target, 6379)
+    strangers = {**{f"release b {n}": p for n, p in b.pods.items()}, **OUTSIDERS}
     for name, stranger in strangers.items():
         assert not admitted(policies, stranger, target, 6379), f"{name} reaches {redis}"
 

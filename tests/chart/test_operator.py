@@ -10,9 +10,10 @@ from operators.spec import PolicySpec, parse_spec
 EXPECTED_ROLE_RULES = [
     (("wanserve.io",), ("videoservingpolicies",), {"get", "list", "watch", "patch"}),
     (("wanserve.io",), ("videoservingpolicies/status",), {"get", "patch"}),
-    (("ray.io",), ("rayservices",), {"get", "patch"}),
+    (("coordination.k8s.io",), ("leases",), {"get", "create", "patch"}),
     (("",), ("events",), {"create", "patch"}),
 ]
+WRITE_VERBS = {"create", "update", "patch", "delete", "deletecollection"}
 
 OPERATOR = "wanserve-operator"
 FORBIDDEN_VERBS = {"delete", "deletecollection", "update", "escalate", "bind", "impersonate"}
@@ -25,6 +26,14 @@ def _rules(role):
 def test_role_grants_exactly_what_the_operator_uses(render):
     role = render("defaults").one("Role")
     assert _rules(role) == EXPECTED_ROLE_RULES
+
+
+def test_the_operator_may_not_write_rayservices_which_helm_owns(rendered):
+    for kind in ("Role", "ClusterRole"):
+        for role in rendered.of_kind(kind):
+            for rule in role["rules"]:
+                if "ray.io" in rule["apiGroups"]:
+                    assert not WRITE_VERBS & set(rule["verbs"]), role["metadata"]["name"]
 
 
 def test_no_wildcards_no_destructive_verbs_and_no_cluster_admin(rendered):
@@ -73,6 +82,7 @@ def test_operator_runs_one_replica_of_wanserve_operator_kubernetes(render):
         "--namespace=$(POD_NAMESPACE)",
         "--metrics-port=8080",
         "--liveness=http://0.0.0.0:8081/healthz",
+        "--policy-label=app.kubernetes.io/instance=wanserve",
     ]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports == {"metrics": 8080, "health": 8081}
@@ -85,11 +95,26 @@ def test_operator_cli_accepts_the_rendered_arguments(render):
     args = [arg.replace("$(POD_NAMESPACE)", "video") for arg in container["args"]]
     parsed = operator_cli._parser().parse_args(args)
     assert (parsed.mode, parsed.namespace, parsed.metrics_port) == ("kubernetes", "video", 8080)
+    assert parsed.policy_label == ["app.kubernetes.io/instance=wanserve"]
+
+
+def test_the_operator_controls_only_its_releases_policy(render):
+    rendered = render("defaults")
+    policy = rendered.one("VideoServingPolicy")
+    (container,) = rendered.named("Deployment", OPERATOR)["spec"]["template"]["spec"]["containers"]
+    (label,) = [arg.split("=", 1)[1] for arg in container["args"] if arg.startswith("--policy-label=")]
+    key, value = label.split("=")
+    assert policy["metadata"]["labels"][key] == value == "wanserve"
+
+
+def test_the_operator_and_the_router_share_the_policy_store_key(rendered):
+    spec = rendered.one("VideoServingPolicy")["spec"]
+    assert spec["policyKey"] == rendered.application["args"]["policy_key"] == "wanserve:wanserve:policy"
 
 
 def test_rendered_policy_specs_parse_with_the_operators_model(rendered):
     spec = parse_spec(rendered.one("VideoServingPolicy")["spec"])
-    assert spec.application_name == "wanserve"
+    assert spec.policy_key == rendered.application["args"]["policy_key"]
     assert spec.ray_service_name == rendered.rayservice["metadata"]["name"]
     assert spec.tiers[0].name == "full"
 
@@ -120,7 +145,6 @@ def test_default_policy_targets_this_releases_rayservice(render, namespace):
     spec = rendered.one("VideoServingPolicy")["spec"]
     rayservice = rendered.rayservice["metadata"]["name"]
     assert spec["rayServiceName"] == rayservice
-    assert spec["applicationName"] == "wanserve"
     assert spec["metrics"] == {
         "source": "scrape",
         "scrapeUrl": f"http://{rayservice}-serve-svc.{namespace}.svc:8000/metrics",

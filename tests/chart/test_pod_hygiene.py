@@ -113,7 +113,8 @@ def test_only_the_operator_and_ray_head_mount_an_api_token(rendered):
 def test_redis_password_reaches_ray_pods_from_a_secret_and_nothing_else(rendered):
     for pod, spec in rendered.pod_specs():
         env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
-        if pod.startswith("RayService"):
+        # The Ray pods, and the operator, which publishes the policy to the durable Redis.
+        if pod.startswith("RayService") or pod == "Deployment/wanserve-operator":
             source = env["WANSERVE_REDIS_PASSWORD"]
             assert set(source) == {"name", "valueFrom"}, pod
             assert source["valueFrom"]["secretKeyRef"]["key"] == "redis-password", pod

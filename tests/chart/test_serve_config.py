@@ -6,10 +6,11 @@ import json
 import math
 
 import pytest
+import yaml
 from ray.serve.schema import DeploymentSchema, ServeDeploySchema
 
-from serve.app.args import AppArgs
-from serve.policy import ServingPolicy
+from serve.app.args import TOPOLOGY_FIELDS, AppArgs, StageAppArgs
+from serve.app.topology import Topology
 
 STAGES = [
     # values key, worker group, Serve deployment, pin resource
@@ -32,23 +33,44 @@ def advertised_resources(ray_start_params: dict[str, str]) -> dict[str, float]:
 
 def test_serve_config_parses_with_rays_own_schema(rendered):
     config = ServeDeploySchema.model_validate(rendered.serve_config)
-    assert [app.name for app in config.applications] == ["wanserve"]
+    stable = rendered.application["deployments"][0]["user_config"]["topology"]["stable"]
+    assert [app.name for app in config.applications][:2] == ["wanserve", f"wanserve-{stable}-primary"]
 
 
 def test_deployment_fields_are_all_known_to_ray(rendered):
     # Ray's schema tolerates unknown deployment keys; a misspelt one would be silently ignored.
     known = set(DeploymentSchema.model_fields)
-    for deployment in rendered.application["deployments"]:
-        assert set(deployment) <= known, deployment["name"]
+    for app in rendered.applications.values():
+        for deployment in app["deployments"]:
+            assert set(deployment) <= known, deployment["name"]
 
 
-def test_application_is_wanserve_built_by_the_builder(rendered):
+def test_the_router_is_the_only_application_with_a_route(rendered):
     app = rendered.application
-    assert app["name"] == "wanserve"
     assert app["import_path"] == "serve.app.builder:build_app"
     assert app["route_prefix"] == "/"
-    assert [d["name"] for d in app["deployments"]] == ["Ingress", "TextEncoder", "Denoiser", "Decoder"]
+    assert [d["name"] for d in app["deployments"]] == ["Ingress"]
     assert rendered.serve_config["http_options"]["port"] == 8000
+    for name, stage_app in rendered.applications.items():
+        if name == "wanserve":
+            continue
+        assert stage_app["import_path"] == "serve.app.builder:build_stage_app", name
+        assert stage_app["route_prefix"] is None, name
+        assert [d["name"] for d in stage_app["deployments"]] == ["TextEncoder", "Denoiser", "Decoder"], name
+
+
+def test_the_router_lists_every_stage_application_and_carries_no_policy(rendered):
+    (ingress,) = rendered.application["deployments"]
+    assert set(ingress["user_config"]) == {"topology"}, "the policy travels through Redis, not serveConfigV2"
+    topology = Topology.model_validate(ingress["user_config"]["topology"])
+    assert set(topology.app_names.values()) == set(rendered.applications) - {"wanserve"}
+    for (version, instance), app_name in topology.app_names.items():
+        args = rendered.applications[app_name]["args"]
+        assert (args["model_version"], args["instance"]) == (version, instance)
+
+
+def test_the_routers_args_carry_nothing_of_the_topology(rendered):
+    assert not set(rendered.application["args"]) & (TOPOLOGY_FIELDS | {"text_encoder", "denoiser", "decoder"})
 
 
 @pytest.mark.parametrize(("key", "group", "deployment", "pin"), STAGES)
@@ -75,8 +97,8 @@ def test_worker_group_advertises_its_pin_for_every_replica_that_fits(rendered, k
     if options["num_gpus"] > 0:
         assert advertised[pin] == math.floor(gpus / options["num_gpus"])
     assert advertised[pin] >= 1
-    # The group can hold every replica Serve's autoscaler may ask for (canary copies included).
-    copies = 2 if "candidate" in rendered.application["args"] else 1
+    # The group can hold every replica Serve's autoscaler may ask for, the canary's candidate included.
+    copies = sum(1 for app in rendered.applications.values() if app["args"].get("instance") == "primary")
     capacity = advertised[pin] * worker_group["maxReplicas"]
     assert rendered.deployment(deployment)["autoscaling_config"]["max_replicas"] * copies <= capacity
 
@@ -100,7 +122,7 @@ def test_cpu_only_stages_ask_for_no_gpu(render):
         assert "nvidia.com/gpu" not in limits
         assert rendered.deployment(deployment)["ray_actor_options"]["num_gpus"] == 0
         assert advertised_resources(rendered.worker_group(group)["rayStartParams"]) == {pin: 2}
-    assert rendered.application["args"]["device"] == "cpu"
+    assert rendered.stage_app()["args"]["device"] == "cpu"
 
 
 def test_head_runs_the_ingress_and_no_stage(rendered):
@@ -119,40 +141,39 @@ def test_head_runs_the_ingress_and_no_stage(rendered):
 
 def test_worker_groups_are_one_per_stage_and_autoscaled(rendered):
     cluster = rendered.rayservice["spec"]["rayClusterConfig"]
-    assert [g["groupName"] for g in cluster["workerGroupSpecs"]] == [group for _, group, *_ in STAGES]
+    groups = [group for _, group, *_ in STAGES]
+    if rendered.applications.get("wanserve-wan2.2-ti2v-5b-backup"):
+        groups += [f"{group}-backup" for group in groups]
+    assert [g["groupName"] for g in cluster["workerGroupSpecs"]] == groups
     assert cluster["enableInTreeAutoscaling"] is True
     for group in cluster["workerGroupSpecs"]:
         assert 0 <= group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
 
 
-def test_ingress_user_config_is_a_valid_serving_policy(rendered):
-    user_config = rendered.deployment("Ingress")["user_config"]
-    assert set(user_config) == {"policy"}
-    policy = ServingPolicy.model_validate(user_config["policy"])
-    version = rendered.application["args"]["model_version"]
-    assert policy.tier.name == "full"
-    assert policy.weights == {version: 100}
-    assert policy.instance_for(version) == "primary"
-
-
 def test_app_args_match_the_data_planes_model(rendered):
-    args = AppArgs.model_validate(rendered.application["args"])
-    assert args.device in {"cuda", "cpu"}
-    assert args.model_dir and args.model_dir.startswith("/")
-    for _, _, deployment, pin in STAGES:
-        assert getattr(args, ARGS_KEY[deployment]).pin_resource == pin
+    AppArgs.model_validate(rendered.application["args"])
+    for name, app in rendered.applications.items():
+        if name == "wanserve":
+            continue
+        args = StageAppArgs.model_validate(app["args"])
+        assert args.device in {"cuda", "cpu"}
+        assert args.model_dir and args.model_dir.startswith("/")
+        suffix = "_backup" if args.instance == "backup" else ""
+        for _, _, deployment, pin in STAGES:
+            assert getattr(args, ARGS_KEY[deployment]).pin_resource == pin + suffix
 
 
 def test_defaults_point_the_app_at_the_mounted_model_and_chart_redis(render, namespace):
-    args = render("defaults").application["args"]
+    rendered = render("defaults")
+    args = rendered.stage_app()["args"]
     assert args["model_dir"] == "/models/Wan2.2-TI2V-5B-Diffusers"
     assert args["model_version"] == "wan2.2-ti2v-5b"
     assert args["device"] == "cuda"
-    assert args["redis_url"] == f"redis://wanserve-redis.{namespace}.svc:6379/0"
+    assert rendered.application["args"]["redis_url"] == f"redis://wanserve-redis.{namespace}.svc:6379/0"
 
 
 def test_model_volume_is_mounted_read_only_where_model_dir_lives(rendered):
-    args = rendered.application["args"]
+    args = rendered.stage_app()["args"]
     for name, spec in rendered.pod_specs():
         if not name.startswith("RayService"):
             continue
@@ -163,17 +184,74 @@ def test_model_volume_is_mounted_read_only_where_model_dir_lives(rendered):
         assert "persistentVolumeClaim" in volume or "hostPath" in volume
 
 
-def test_canary_passes_the_candidate_to_the_app_and_the_policy(render):
+def test_canary_runs_the_candidate_as_its_own_application_on_the_primary_groups(render):
     rendered = render("values-05-canary-rollout.yaml")
-    candidate = rendered.application["args"]["candidate"]
-    assert candidate == {"name": "wan2.2-ti2v-5b-ft1", "model_dir": "/models/Wan2.2-TI2V-5B-ft1-Diffusers"}
+    candidate = rendered.stage_app("wan2.2-ti2v-5b-ft1")
+    assert candidate["args"]["model_dir"] == "/models/Wan2.2-TI2V-5B-ft1-Diffusers"
+    assert candidate["args"]["denoiser"]["pin_resource"] == "wanserve_denoiser"
+    assert "wanserve-wan2.2-ti2v-5b-ft1-backup" not in rendered.applications  # a candidate is rolled back, not failed over
     rollout = rendered.one("VideoServingPolicy")["spec"]["rollout"]
     assert rollout["stableVersion"] == "wan2.2-ti2v-5b"
-    assert rollout["candidateVersion"] == candidate["name"]
+    assert rollout["candidateVersion"] == "wan2.2-ti2v-5b-ft1"
     assert rollout["steps"] == [5, 25, 50, 100]
-    # The candidate starts with no traffic: only the operator moves weight to it.
-    policy = rendered.deployment("Ingress")["user_config"]["policy"]
-    assert policy["weights"] == {"wan2.2-ti2v-5b": 100}
+    assert (rollout["failedChecksThreshold"], rollout["missingDataIntervals"]) == (3, 3)
+
+
+def _app_texts(rendered) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Each application's entry, as the text Serve compares (its parsed config, dumped canonically)."""
+    return {name: yaml.safe_dump(app, sort_keys=True) for name, app in rendered.applications.items()}
+
+
+@pytest.mark.parametrize("change", [
+    ("policy.rollout.enabled=true", "policy.rollout.candidateVersion=ft1",
+     "policy.rollout.candidateModelDir=/models/ft1"),
+    ("backup.enabled=true", "backup.stages.denoiser.workers.gpu.product=NVIDIA-L40S"),
+])
+def test_adding_a_version_or_instance_leaves_every_stable_application_byte_identical(render, change):
+    roomy = ("stages.textEncoder.workers.maxReplicas=4", "stages.denoiser.workers.maxReplicas=8",
+             "stages.decoder.workers.maxReplicas=4")
+    before, after = _app_texts(render(set_values=roomy)), _app_texts(render(set_values=(*roomy, *change)))
+    stable = "wanserve-wan2.2-ti2v-5b-primary"
+    assert after[stable] == before[stable]
+    assert len(after) == len(before) + 1
+    # The router changes in its Ingress user_config (the topology) only: Serve reconfigures it in place.
+    router_before, router_after = (yaml.safe_load(t["wanserve"]) for t in (before, after))
+    assert router_after["args"] == router_before["args"]
+    for app in (router_before, router_after):
+        del app["deployments"][0]["user_config"]
+    assert router_after == router_before
+
+
+def test_a_promoted_candidate_becomes_the_stable_application_unchanged(render):
+    roomy = ("stages.textEncoder.workers.maxReplicas=4", "stages.denoiser.workers.maxReplicas=8",
+             "stages.decoder.workers.maxReplicas=4")
+    canary = _app_texts(render(set_values=(*roomy, "policy.rollout.enabled=true", "policy.rollout.candidateVersion=ft1",
+                                           "policy.rollout.candidateModelDir=/models/ft1")))
+    folded = _app_texts(render(set_values=(*roomy, "model.version=ft1", "model.dir=/models/ft1")))
+    # The values change a promotion asks for keeps the candidate's replicas; the old stable ones go.
+    assert folded["wanserve-ft1-primary"] == canary["wanserve-ft1-primary"]
+    assert "wanserve-wan2.2-ti2v-5b-primary" not in folded
+
+
+def test_the_backup_runs_on_worker_groups_of_its_own(render):
+    rendered = render(set_values=("backup.enabled=true",
+                                  "backup.stages.denoiser.workers.gpu.product=NVIDIA-L40S",
+                                  "backup.stages.denoiser.workers.nodeSelector.node-pool=gpu-backup",
+                                  "backup.stages.denoiser.workers.minReplicas=0"))
+    backup = rendered.stage_app(instance="backup")
+    for key, group, deployment, pin in STAGES:
+        worker_group = rendered.worker_group(f"{group}-backup")
+        assert set(advertised_resources(worker_group["rayStartParams"])) == {f"{pin}_backup"}
+        (found,) = [d for d in backup["deployments"] if d["name"] == deployment]
+        assert found["ray_actor_options"]["resources"] == {f"{pin}_backup": 1}
+    denoiser = rendered.worker_group("denoiser-backup")
+    assert denoiser["template"]["spec"]["nodeSelector"] == {"node-pool": "gpu-backup",
+                                                            "nvidia.com/gpu.product": "NVIDIA-L40S"}
+    assert denoiser["minReplicas"] == 0
+    primary = rendered.worker_group("denoiser")
+    assert "nvidia.com/gpu.product" not in (primary["template"]["spec"].get("nodeSelector") or {})
+    pdbs = {p["metadata"]["name"] for p in rendered.of_kind("PodDisruptionBudget")}
+    assert {"wanserve-ray-denoiser", "wanserve-ray-denoiser-backup"} <= pdbs
 
 
 def test_redis_password_never_appears_in_the_serve_config(render):

@@ -1,43 +1,79 @@
 {{/*
-The RayService serveConfigV2: one application, "wanserve", built by serve.app.builder:build_app.
-Built as a dict and rendered with toYaml so the text is always valid YAML, whatever the values.
-The Ingress user_config carries the serving policy the operator patches later.
+The RayService serveConfigV2: the router application "wanserve" (the Ingress, route /) and one stage
+application per (model version, instance), "wanserve-<version>-<instance>" (TextEncoder, Denoiser and
+Decoder, no route), as serve/app/builder.py serve_applications writes them. The router reaches the stage
+applications by handle; its Ingress user_config lists them (the topology), which Serve applies to the
+running replicas through reconfigure, without a restart.
+
+A stage application's entry is rendered from its own version and instance only, so adding, scaling or
+removing a candidate leaves every stable application's text byte-identical: Serve leaves their
+replicas alone. The router's args carry nothing of the topology either. The serving policy is not
+here: the operator keeps it in Redis (serve/policy_store.py), so `helm upgrade` never reverts it.
+Built as dicts and rendered with toYaml so the text is always valid YAML, whatever the values.
 */}}
 
-{{/* The starting policy (serve/policy.py ServingPolicy): first tier, all traffic on model.version. */}}
-{{- define "wanserve.initialPolicy" -}}
-{{- $first := first .Values.policy.tiers }}
-{{- $tier := dict "name" $first.name }}
-{{- with $first.maxSize }}{{ $_ := set $tier "max_size" . }}{{ end }}
-{{- with $first.maxFrames }}{{ $_ := set $tier "max_frames" (int .) }}{{ end }}
-{{- with $first.maxSteps }}{{ $_ := set $tier "max_steps" (int .) }}{{ end }}
-{{- $version := .Values.model.version }}
-{{- toYaml (dict
-    "tier" $tier
-    "weights" (dict $version 100)
-    "active_instance" (dict $version "primary")) }}
+{{/* The stage application name of (dict "version" v "instance" i). */}}
+{{- define "wanserve.stageAppName" -}}
+{{- printf "wanserve-%s-%s" .version .instance }}
 {{- end }}
 
-{{- define "wanserve.serveConfig" -}}
-{{- $v := .Values }}
-{{- $stages := include "wanserve.stageTable" . | fromYaml }}
-{{- $ingressActor := dict "num_cpus" $v.ingress.numCpus "num_gpus" 0 }}
-{{- if $v.ingress.pinToHead }}
-{{- $_ := set $ingressActor "resources" (dict "wanserve_ingress" 1) }}
+{{/*
+The stage values of one instance: stages.<key>, with backup.stages.<key> merged over it for the backup.
+Call with (dict "root" $ "key" "denoiser" "instance" "backup"); renders YAML.
+*/}}
+{{- define "wanserve.instanceStage" -}}
+{{- $stage := deepCopy (index .root.Values.stages .key) }}
+{{- if eq .instance "backup" }}
+{{- $stage = mergeOverwrite $stage (deepCopy (index .root.Values.backup.stages .key | default dict)) }}
 {{- end }}
-{{- $deployments := list (dict
-    "name" "Ingress"
-    "max_ongoing_requests" (int $v.ingress.maxOngoingRequests)
-    "max_queued_requests" (int $v.ingress.maxQueuedRequests)
-    "autoscaling_config" (dict
-      "min_replicas" (int $v.ingress.autoscaling.minReplicas)
-      "max_replicas" (int $v.ingress.autoscaling.maxReplicas)
-      "target_ongoing_requests" $v.ingress.autoscaling.targetOngoingRequests)
-    "ray_actor_options" $ingressActor
-    "user_config" (dict "policy" (include "wanserve.initialPolicy" . | fromYaml))) }}
-{{- range $key := splitList " " (include "wanserve.stageOrder" .) }}
-{{- $meta := index $stages $key }}
-{{- $stage := index $v.stages $key }}
+{{- toYaml $stage }}
+{{- end }}
+
+{{/* A stage's worker group and pin resource on one instance: the backup has its own. */}}
+{{- define "wanserve.instanceGroup" -}}
+{{- $meta := index (include "wanserve.stageTable" .root | fromYaml) .key }}
+{{- if eq .instance "backup" }}
+{{- toYaml (dict "group" (printf "%s-backup" $meta.group) "pinResource" (printf "%s_backup" $meta.pinResource) "deployment" $meta.deployment) }}
+{{- else }}
+{{- toYaml $meta }}
+{{- end }}
+{{- end }}
+
+{{/* Every (version, instance) stage application: the stable version on each instance, the candidate on the primary. */}}
+{{- define "wanserve.stageApps" -}}
+{{- $v := .Values }}
+{{- $apps := list (dict "version" $v.model.version "modelDir" $v.model.dir "instance" "primary") }}
+{{- if $v.backup.enabled }}
+{{- $apps = append $apps (dict "version" $v.model.version "modelDir" $v.model.dir "instance" "backup") }}
+{{- end }}
+{{- if $v.policy.rollout.enabled }}
+{{- $apps = append $apps (dict "version" $v.policy.rollout.candidateVersion "modelDir" $v.policy.rollout.candidateModelDir "instance" "primary") }}
+{{- end }}
+{{- toYaml (dict "apps" $apps) }}
+{{- end }}
+
+{{/* One stage application; call with (dict "root" $ "version" v "modelDir" d "instance" i). */}}
+{{- define "wanserve.stageApp" -}}
+{{- $root := .root }}
+{{- $args := dict
+    "model_version" .version
+    "model_dir" .modelDir
+    "instance" .instance
+    "device" $root.Values.model.device }}
+{{- $deployments := list }}
+{{- range $key := splitList " " (include "wanserve.stageOrder" $root) }}
+{{- $stage := include "wanserve.instanceStage" (dict "root" $root "key" $key "instance" $.instance) | fromYaml }}
+{{- $meta := include "wanserve.instanceGroup" (dict "root" $root "key" $key "instance" $.instance) | fromYaml }}
+{{- $placement := dict
+    "num_cpus" $stage.replica.numCpus
+    "num_gpus" $stage.replica.numGpus
+    "pin_resource" $meta.pinResource
+    "min_replicas" (int $stage.autoscaling.minReplicas)
+    "max_replicas" (int $stage.autoscaling.maxReplicas)
+    "target_ongoing_requests" $stage.autoscaling.targetOngoingRequests
+    "max_ongoing_requests" (int $stage.maxOngoingRequests)
+    "max_queued_requests" (int $stage.maxQueuedRequests) }}
+{{- $_ := set $args (snakecase $key) $placement }}
 {{- $deployments = append $deployments (dict
     "name" $meta.deployment
     "max_ongoing_requests" (int $stage.maxOngoingRequests)
@@ -51,20 +87,56 @@ The Ingress user_config carries the serving policy the operator patches later.
       "num_gpus" $stage.replica.numGpus
       "resources" (dict $meta.pinResource 1))) }}
 {{- end }}
+{{- toYaml (dict
+    "name" (include "wanserve.stageAppName" .)
+    "import_path" "serve.app.builder:build_stage_app"
+    "route_prefix" nil
+    "args" $args
+    "deployments" $deployments) }}
+{{- end }}
+
+{{/* The router's topology: the stable version and every stage application (the Ingress user_config). */}}
+{{- define "wanserve.topology" -}}
+{{- $apps := list }}
+{{- range (include "wanserve.stageApps" . | fromYaml).apps }}
+{{- $apps = append $apps (dict "model_version" .version "instance" .instance "app_name" (include "wanserve.stageAppName" .)) }}
+{{- end }}
+{{- toYaml (dict "stable" .Values.model.version "apps" $apps) }}
+{{- end }}
+
+{{/* The policy store's key in the durable Redis: the router's policy_key and the VideoServingPolicy's policyKey. */}}
+{{- define "wanserve.policyKey" -}}
+{{- printf "wanserve:%s:policy" (include "wanserve.fullname" .) }}
+{{- end }}
+
+{{- define "wanserve.serveConfig" -}}
+{{- $root := . }}
+{{- $v := .Values }}
+{{- $ingressActor := dict "num_cpus" $v.ingress.numCpus "num_gpus" 0 }}
+{{- if $v.ingress.pinToHead }}
+{{- $_ := set $ingressActor "resources" (dict "wanserve_ingress" 1) }}
+{{- end }}
+{{- $ingress := dict
+    "name" "Ingress"
+    "max_ongoing_requests" (int $v.ingress.maxOngoingRequests)
+    "max_queued_requests" (int $v.ingress.maxQueuedRequests)
+    "autoscaling_config" (dict
+      "min_replicas" (int $v.ingress.autoscaling.minReplicas)
+      "max_replicas" (int $v.ingress.autoscaling.maxReplicas)
+      "target_ongoing_requests" $v.ingress.autoscaling.targetOngoingRequests)
+    "ray_actor_options" $ingressActor
+    "user_config" (dict "topology" (include "wanserve.topology" . | fromYaml)) }}
 {{- $redisUrl := include "wanserve.redisUrl" . }}
 {{- $args := dict
-    "model_dir" $v.model.dir
-    "model_version" $v.model.version
     "redis_url" (ternary $redisUrl nil (ne $redisUrl ""))
-    "device" $v.model.device
+    "policy_key" (include "wanserve.policyKey" .)
     "max_frame_area" (int $v.model.maxFrameArea)
-    "lanes" (dict "tenant_queue_share" $v.lanes.tenantQueueShare)
-    "backup_instance" $v.policy.failover.backupInstance }}
+    "lanes" (dict "tenant_queue_share" $v.lanes.tenantQueueShare) }}
 {{- /* Unset means the cache shares redis_url. */}}
 {{- with include "wanserve.redisCacheUrl" . }}
 {{- $_ := set $args "cache_redis_url" . }}
 {{- end }}
-{{- /* The same placement as args, for the deployments the builder adds itself (candidate, backup). */}}
+{{- /* The same placement as the Ingress deployment above, for the builder's own defaults. */}}
 {{- $_ := set $args "ingress" (dict
     "num_cpus" $v.ingress.numCpus
     "pin_resource" (ternary "wanserve_ingress" nil $v.ingress.pinToHead)
@@ -73,32 +145,20 @@ The Ingress user_config carries the serving policy the operator patches later.
     "target_ongoing_requests" $v.ingress.autoscaling.targetOngoingRequests
     "max_ongoing_requests" (int $v.ingress.maxOngoingRequests)
     "max_queued_requests" (int $v.ingress.maxQueuedRequests)) }}
-{{- range $key := splitList " " (include "wanserve.stageOrder" .) }}
-{{- $meta := index $stages $key }}
-{{- $stage := index $v.stages $key }}
-{{- $_ := set $args (snakecase $key) (dict
-    "num_cpus" $stage.replica.numCpus
-    "num_gpus" $stage.replica.numGpus
-    "pin_resource" $meta.pinResource
-    "min_replicas" (int $stage.autoscaling.minReplicas)
-    "max_replicas" (int $stage.autoscaling.maxReplicas)
-    "target_ongoing_requests" $stage.autoscaling.targetOngoingRequests
-    "max_ongoing_requests" (int $stage.maxOngoingRequests)
-    "max_queued_requests" (int $stage.maxQueuedRequests)) }}
-{{- end }}
 {{- if $v.tenancy.enabled }}
 {{- $args = merge $args (include "wanserve.tenancyArgs" . | fromYaml) }}
 {{- end }}
-{{- if $v.policy.rollout.enabled }}
-{{- $_ := set $args "candidate" (dict "name" $v.policy.rollout.candidateVersion "model_dir" $v.policy.rollout.candidateModelDir) }}
+{{- $applications := list (dict
+    "name" "wanserve"
+    "import_path" "serve.app.builder:build_app"
+    "route_prefix" "/"
+    "args" $args
+    "deployments" (list $ingress)) }}
+{{- range (include "wanserve.stageApps" . | fromYaml).apps }}
+{{- $applications = append $applications (include "wanserve.stageApp" (dict "root" $root "version" .version "modelDir" .modelDir "instance" .instance) | fromYaml) }}
 {{- end }}
 {{- toYaml (dict
     "proxy_location" "EveryNode"
     "http_options" (dict "host" "0.0.0.0" "port" 8000)
-    "applications" (list (dict
-      "name" "wanserve"
-      "import_path" "serve.app.builder:build_app"
-      "route_prefix" "/"
-      "args" $args
-      "deployments" $deployments))) }}
+    "applications" $applications) }}
 {{- end }}
