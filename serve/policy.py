@@ -1,8 +1,9 @@
 """The serving policy: the one small object the control plane changes and the data plane reads.
 
-Locally it arrives through the Ingress deployment's ``user_config`` (``reconfigure``) or the admin
-endpoint; on Kubernetes the operator patches the RayService ``serveConfigV2`` user_config. The data
-plane never imports the operator: this module is the whole contract between them.
+It arrives through the policy store (serve/policy_store.py: a versioned Redis hash every router replica
+follows, which the operator and the admin endpoint publish to) or, in a local run without Redis,
+through the admin endpoint alone. Never through the RayService: Helm owns that. The data plane never
+imports the operator: this module and the store's are the whole contract between them.
 """
 
 from __future__ import annotations
