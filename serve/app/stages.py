@@ -1,7 +1,9 @@
 """Ray Serve deployments wrapping the three pipeline stages, each placed and scaled on its own.
 
-Every replica loads each configured model version (stable, and the candidate during a rollout)
-for its own stage only. Heavy imports happen inside ``__init__`` so the ingress never loads torch.
+Every replica loads the one model version of its stage application (serve/app/topology.py: one
+application per (version, instance)), for its own stage only: a canary's candidate has replicas and GPU
+memory of its own, and a candidate that breaks its replicas breaks no stable one. Heavy imports happen
+inside ``__init__`` so the ingress never loads torch.
 
 Work is cut at boundaries where a more urgent request may go first (docs/scheduling.md): the
 Denoiser runs one step at a time (``StepScheduler``), the Decoder one latent frame at a time, the
