@@ -44,7 +44,7 @@ class ClaimLoop:
         self._give_up = give_up
         self.capacity = dict(capacity)
         self.wait_s = wait_s
-        self._running: dict[str, set[asyncio.Task[None]]] = {lane: set() for lane in self.capacity}
+        self._leases: dict[asyncio.Task[None], Lease] = {}
         self._room = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
@@ -52,7 +52,10 @@ class ClaimLoop:
     @property
     def running(self) -> dict[str, int]:
         """Jobs this replica runs now, per lane."""
-        return {lane: len(tasks) for lane, tasks in self._running.items()}
+        counts = dict.fromkeys(self.capacity, 0)
+        for lease in self._leases.values():
+            counts[lease.lane] += 1
+        return counts
 
     @property
     def alive(self) -> bool:
@@ -64,33 +67,38 @@ class ClaimLoop:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._claim_forever(), name="claim-loop")
 
-    async def drain(self, timeout_s: float) -> int:
+    async def drain(self, timeout_s: float, cancel_grace_s: float = 2.0) -> int:
         """Stop claiming; let running jobs finish for up to ``timeout_s``; hand the rest back at once.
 
-        Returns how many jobs were handed back. Call it from the replica's shutdown hook with a
-        ``timeout_s`` a few seconds inside Serve's ``graceful_shutdown_timeout_s``, so the hand-back
-        itself finishes before the replica is killed.
+        Returns how many jobs were handed back. The rest are cancelled, and hand themselves back;
+        any still running ``cancel_grace_s`` later (a cancel swallowed inside a Redis call) are handed
+        back from here. Call it from the replica's shutdown hook with ``timeout_s`` about ten seconds
+        inside Serve's ``graceful_shutdown_timeout_s``, so the hand-back finishes before the kill.
         """
         self._stopping = True
         self._room.set()
         if self._loop_task is not None:
             # The claim in progress returns within wait_s; a lease it brings back is handed back.
-            try:
-                await asyncio.wait_for(asyncio.shield(self._loop_task), timeout=self.wait_s + 1.0)
-            except TimeoutError:
+            done, _ = await asyncio.wait([self._loop_task], timeout=self.wait_s + 1.0)
+            if not done:
                 self._loop_task.cancel()
-        tasks = [task for lane_tasks in self._running.values() for task in lane_tasks]
-        if tasks:
-            _, unfinished = await asyncio.wait(tasks, timeout=timeout_s)
-            for task in unfinished:
-                task.cancel()
-            await asyncio.gather(*unfinished, return_exceptions=True)
-            return len(unfinished)
-        return 0
+        tasks = list(self._leases)
+        if not tasks:
+            return 0
+        _, unfinished = await asyncio.wait(tasks, timeout=timeout_s)
+        if not unfinished:
+            return 0
+        for task in unfinished:
+            task.cancel()
+        _, stuck = await asyncio.wait(unfinished, timeout=cancel_grace_s)
+        for task in stuck:
+            await _quietly(self._leases[task].release(), "hand back", self._leases[task])
+        return len(unfinished)
 
     async def _claim_forever(self) -> None:
         while not self._stopping:
-            lanes = [lane for lane, cap in self.capacity.items() if len(self._running[lane]) < cap]
+            running = self.running
+            lanes = [lane for lane, cap in self.capacity.items() if running[lane] < cap]
             if not lanes:
                 self._room.clear()
                 await self._room.wait()
@@ -107,12 +115,11 @@ class ClaimLoop:
                 await _quietly(lease.release(), "hand back", lease)
                 return
             task = asyncio.create_task(self._hold(lease), name=f"job-{lease.job_id}")
-            self._running[lease.lane].add(task)
+            self._leases[task] = lease
             task.add_done_callback(self._done)
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        for tasks in self._running.values():
-            tasks.discard(task)
+        self._leases.pop(task, None)
         self._room.set()
 
     async def _hold(self, lease: Lease) -> None:

@@ -56,21 +56,25 @@ class FlightRegistry(Protocol):
 @contextlib.asynccontextmanager
 async def holding(registry: FlightRegistry, key: str, job_id: str, lease_s: float) -> AsyncIterator[None]:
     """Keep ``job_id``'s flight alive (renewed every ``lease_s / 3``) inside the block; finish it after."""
+    stop = asyncio.Event()
 
-    async def renew_every() -> None:
+    async def renew_until_stopped() -> None:
         while True:
-            await asyncio.sleep(lease_s / 3)
-            if not await registry.renew(key, job_id, lease_s):
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=lease_s / 3)
+            if stop.is_set():
+                return
+            if not await registry.renew(key, job_id, lease_s) and not stop.is_set():
                 log.warning("job %s lost the lead of flight %s: this replica stalled past its lease", job_id, key[:12])
                 return
 
-    renewer = asyncio.create_task(renew_every())
+    # Stopped by the flag too, not by cancel() alone: see `Lease.keep_alive`.
+    renewer = asyncio.create_task(renew_until_stopped())
     try:
         yield
     finally:
+        stop.set()
         renewer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewer
         await registry.finish(key, job_id)
 
 

@@ -97,6 +97,8 @@ class Lease:
         self.token = token
         #: True once a renewal found another replica holding the job (this replica stalled past its lease).
         self.lost = False
+        self._released = False
+        self._renewer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"Lease({self.job_id!r}, lane={self.lane!r}, delivery {self.delivery_count}/{self.max_deliveries})"
@@ -111,10 +113,12 @@ class Lease:
                 f"before it finished) and is not run again; submit it again")
 
     async def renew(self) -> bool:
-        """Push the lease's expiry ``lease_s`` ahead. False (and ``lost``) if another replica holds the job now.
+        """Push the lease's expiry ``lease_s`` ahead; False (and ``lost``) once the job is not this replica's.
 
         Raises `WorkQueueUnavailable` while Redis is down: the lease is not lost yet, try again.
         """
+        if self._released:
+            return False
         held = await self._keeper._renew(self)
         if not held:
             self.lost = True
@@ -133,9 +137,11 @@ class Lease:
 
         This delivery does not count towards ``max_deliveries``: the job did nothing wrong. (A run
         that crashes should not release: its lease lapses, and the reclaim after ``lease_s`` counts.)
-        A no-op if another replica holds the job now.
+        Once per lease; a no-op if another replica holds the job now.
         """
-        await self._keeper._release(self)
+        if not self._released:
+            self._released = True  # first, so no renewal lands after the hand-back (and holds the job again)
+            await self._keeper._release(self)
 
     @contextlib.asynccontextmanager
     async def keep_alive(self, interval_s: float | None = None) -> AsyncIterator[Lease]:
@@ -146,23 +152,29 @@ class Lease:
         keeps its outcome from being recorded twice).
         """
         every = self.lease_s / 3 if interval_s is None else interval_s
-        renewer = asyncio.create_task(self._renew_every(every))
+        stop = asyncio.Event()
+        # Stopped by the flag, not only by cancel(): a cancel that lands inside a redis-py call can be
+        # swallowed (turned into a connect timeout), and the renewer must not outlive the block.
+        self._renewer = asyncio.create_task(self._renew_until(stop, every), name=f"renew-{self.job_id}")
         try:
             yield self
         finally:
-            renewer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewer
+            stop.set()
+            self._renewer.cancel()
 
-    async def _renew_every(self, every: float) -> None:
+    async def _renew_until(self, stop: asyncio.Event, every: float) -> None:
         while True:
-            await asyncio.sleep(every)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=every)
+            if stop.is_set():
+                return
             try:
-                if not await self.renew():
-                    log.warning("lost the lease on job %s: another replica runs it now", self.job_id)
-                    return
+                held = await self.renew()
             except WorkQueueUnavailable:
                 continue  # the link logs the outage once; the lease may survive it
+            if not held and not stop.is_set():
+                log.warning("lost the lease on job %s: another replica runs it now", self.job_id)
+                return
 
 
 class WorkQueue(Protocol):

@@ -11,7 +11,14 @@ import pytest
 import pytest_asyncio
 
 from serve.redis_link import RedisLink
-from serve.workqueue import MemoryWorkQueue, RedisWorkQueue, WorkQueue
+from serve.workqueue import (
+    FlightRegistry,
+    MemoryFlightRegistry,
+    MemoryWorkQueue,
+    RedisFlightRegistry,
+    RedisWorkQueue,
+    WorkQueue,
+)
 
 # Short leases keep the tests fast; the rules are the same at 30 s.
 LEASE_S = 0.3
@@ -28,6 +35,7 @@ class Replicas:
         self.redis_url = redis_url
         self._links: list[RedisLink] = []
         self._memory: MemoryWorkQueue | None = None
+        self._memory_flights = MemoryFlightRegistry()
 
     def queue(self, name: str, **options: Any) -> WorkQueue:
         options = {"lease_s": LEASE_S, "poll_s": POLL_S, **options}
@@ -40,6 +48,15 @@ class Replicas:
         link = RedisLink(self.redis_url, cooldown_s=0.05)
         self._links.append(link)
         return RedisWorkQueue(link, name, **options)
+
+    def flights(self) -> FlightRegistry:
+        """One more replica's view of the flights."""
+        if self.backend == "memory":
+            return self._memory_flights
+        assert self.redis_url is not None
+        link = RedisLink(self.redis_url, cooldown_s=0.05)
+        self._links.append(link)
+        return RedisFlightRegistry(link)
 
     async def aclose(self) -> None:
         for link in self._links:
