@@ -125,8 +125,8 @@ def _policies(*releases: Release) -> list[dict[str, Any]]:
 
 def test_network_policies_are_on_by_default(two_releases):
     a, _ = two_releases
-    assert {p["metadata"]["name"] for p in a.policies} == {"a-wanserve-ray", "a-wanserve-redis", "a-wanserve-redis-cache",
-                                                            "a-wanserve-operator"}
+    assert {p["metadata"]["name"] for p in a.policies} == {
+        "a-wanserve-ray", "a-wanserve-redis", "a-wanserve-redis-cache", "a-wanserve-operator"}
 
 
 def test_every_pod_of_a_release_is_selected_by_one_of_its_policies(two_releases):

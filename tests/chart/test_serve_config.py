@@ -189,7 +189,8 @@ def test_canary_runs_the_candidate_as_its_own_application_on_the_primary_groups(
     candidate = rendered.stage_app("wan2.2-ti2v-5b-ft1")
     assert candidate["args"]["model_dir"] == "/models/Wan2.2-TI2V-5B-ft1-Diffusers"
     assert candidate["args"]["denoiser"]["pin_resource"] == "wanserve_denoiser"
-    assert "wanserve-wan2.2-ti2v-5b-ft1-backup" not in rendered.applications  # a candidate is rolled back, not failed over
+    # A candidate is rolled back, not failed over: it has no backup.
+    assert "wanserve-wan2.2-ti2v-5b-ft1-backup" not in rendered.applications
     rollout = rendered.one("VideoServingPolicy")["spec"]["rollout"]
     assert rollout["stableVersion"] == "wan2.2-ti2v-5b"
     assert rollout["candidateVersion"] == "wan2.2-ti2v-5b-ft1"
@@ -239,7 +240,7 @@ def test_the_backup_runs_on_worker_groups_of_its_own(render):
                                   "backup.stages.denoiser.workers.nodeSelector.node-pool=gpu-backup",
                                   "backup.stages.denoiser.workers.minReplicas=0"))
     backup = rendered.stage_app(instance="backup")
-    for key, group, deployment, pin in STAGES:
+    for _, group, deployment, pin in STAGES:
         worker_group = rendered.worker_group(f"{group}-backup")
         assert set(advertised_resources(worker_group["rayStartParams"])) == {f"{pin}_backup"}
         (found,) = [d for d in backup["deployments"] if d["name"] == deployment]
