@@ -23,7 +23,7 @@ from typing import Any
 
 from serve.app.admission import artifact_owner
 from serve.app.lanes import LaneFull, PriorityLanes
-from serve.app.messages import VideoArtifact
+from serve.app.messages import Cancelled, VideoArtifact
 from serve.app.planning import Plan
 from serve.app.routing import InstanceHealth, injected_fault
 from serve.app.service_metrics import ServiceMetrics
@@ -276,6 +276,8 @@ class Execution:
                 if attempt == 2:
                     raise
                 log.warning("a stage replica died during %s; retrying once", plan.key[:12])
+            except Cancelled:
+                raise  # DELETE stopped it: not a failure of the instance
             except Exception:
                 self.on_attempt(plan.model_version, instance, False)
                 raise

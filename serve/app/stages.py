@@ -104,7 +104,7 @@ class TextEncoderDeployment(_Stage):
         from serve.pipeline.text_encoder import TextEncoder
 
         self.models = _load_versions(versions, lambda path: TextEncoder(path, device))
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(versions=list(versions))
         self.device = self._arbiter()
         self.jobs = JobTasks()
 
@@ -145,7 +145,7 @@ class DenoiserDeployment(_Stage):
         from serve.pipeline.denoiser import Denoiser
 
         self.models = _load_versions(versions, lambda path: Denoiser(path, device, compile=compile))
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(versions=list(versions))
         self.device = self._arbiter()
         self.scheduler = StepScheduler(self.device, on_step=self._count_step)
         # This replica owns the latents it puts in the object store. Ray can free such an object
@@ -207,7 +207,7 @@ class DecoderDeployment(_Stage):
         from serve.pipeline.decoder import Decoder
 
         self.models = _load_versions(versions, lambda path: Decoder(path, device))
-        self.telemetry = Telemetry()
+        self.telemetry = Telemetry(versions=list(versions))
         self.device = self._arbiter()
         self.jobs = JobTasks()
 

@@ -27,6 +27,17 @@ def _app_name() -> str:
         return "local"
 
 
+def board_app(app_name: str, versions: Sequence[str] = ()) -> str:
+    """The application whose board a replica reports to: a stage application (``<router>-<version>-
+    <instance>``, serve/app/topology.py) reports to its router's, so /metrics shows the whole service."""
+    for version in versions:
+        for instance in ("primary", "backup"):
+            suffix = f"-{version}-{instance}"
+            if app_name.endswith(suffix) and len(app_name) > len(suffix):
+                return app_name[: -len(suffix)]
+    return app_name
+
+
 def _replica_id() -> str:
     try:
         from ray import serve
@@ -39,8 +50,10 @@ def _replica_id() -> str:
 class Telemetry:
     """A replica's handle on the app-wide metrics board."""
 
-    def __init__(self, source: str | None = None) -> None:
+    def __init__(self, source: str | None = None, versions: Sequence[str] = ()) -> None:
+        """``versions``: the model versions a stage replica serves, which name its stage application."""
         self.source = source or _replica_id()
+        self._versions = tuple(versions)
         self._actor: Any = None
 
     def _board(self) -> Any:
@@ -52,7 +65,7 @@ class Telemetry:
                 ray.remote(MetricsBoard)
                 .options(
                     # One board per application: two apps in one cluster keep their figures apart.
-                    name=f"{BOARD_NAME}-{_app_name()}",
+                    name=f"{BOARD_NAME}-{board_app(_app_name(), self._versions)}",
                     namespace=BOARD_NAMESPACE,
                     lifetime="detached",
                     get_if_exists=True,

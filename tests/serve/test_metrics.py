@@ -70,3 +70,12 @@ def test_every_documented_metric_is_declared_once():
     assert len(names) == len(set(names))
     documented = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
     assert all(f"`{name}`" in documented for name in names)
+
+
+def test_a_stage_application_reports_to_its_routers_board():
+    from serve.app.telemetry import board_app
+
+    assert board_app("wanserve-wan2.2-ti2v-5b-primary", ["wan2.2-ti2v-5b"]) == "wanserve"
+    assert board_app("fifo-wan-candidate-backup", ["wan-candidate"]) == "fifo"
+    assert board_app("wanserve", []) == "wanserve"
+    assert board_app("wanserve-other-primary", ["wan2.2-ti2v-5b"]) == "wanserve-other-primary"
