@@ -55,7 +55,21 @@ def test_canary_without_room_for_the_candidate_is_refused(render_error):
         "policy.rollout.candidateVersion=ft1",
         "policy.rollout.candidateModelDir=/models/ft1",
     )
-    assert "stages.textEncoder needs room for 4 replicas (autoscaling.maxReplicas 2 x 2 model versions" in message
+    assert ("stages.textEncoder needs room for 4 replicas (autoscaling.maxReplicas 2 of the stable version + 2 of "
+            "the canary's candidate") in message
+
+
+def test_a_canary_with_a_smaller_candidate_fits_the_groups_as_they_are(render):
+    rendered = render(set_values=(
+        "policy.rollout.enabled=true", "policy.rollout.candidateVersion=ft1",
+        "policy.rollout.candidateModelDir=/models/ft1",
+        "stages.textEncoder.autoscaling.maxReplicas=1", "stages.decoder.autoscaling.maxReplicas=1",
+        "stages.denoiser.autoscaling.maxReplicas=3",
+        "policy.rollout.candidateStages.textEncoder.autoscaling.maxReplicas=1",
+        "policy.rollout.candidateStages.denoiser.autoscaling.maxReplicas=1",
+        "policy.rollout.candidateStages.decoder.autoscaling.maxReplicas=1",
+    ))
+    assert "wanserve-ft1-primary" in rendered.applications
 
 
 def test_backup_without_room_on_its_own_groups_is_refused(render_error):

@@ -19,8 +19,6 @@ STAGES = [
     ("decoder", "decoder", "Decoder", "wanserve_decoder"),
 ]
 
-ARGS_KEY = {"TextEncoder": "text_encoder", "Denoiser": "denoiser", "Decoder": "decoder"}
-
 
 def advertised_resources(ray_start_params: dict[str, str]) -> dict[str, float]:
     """Parse KubeRay's string form of rayStartParams.resources: '"{\\"name\\": 1}"'."""
@@ -98,9 +96,9 @@ def test_worker_group_advertises_its_pin_for_every_replica_that_fits(rendered, k
         assert advertised[pin] == math.floor(gpus / options["num_gpus"])
     assert advertised[pin] >= 1
     # The group can hold every replica Serve's autoscaler may ask for, the canary's candidate included.
-    copies = sum(1 for app in rendered.applications.values() if app["args"].get("instance") == "primary")
-    capacity = advertised[pin] * worker_group["maxReplicas"]
-    assert rendered.deployment(deployment)["autoscaling_config"]["max_replicas"] * copies <= capacity
+    wanted = sum(d["autoscaling_config"]["max_replicas"] for app in rendered.applications.values()
+                 if app["args"].get("instance") == "primary" for d in app["deployments"] if d["name"] == deployment)
+    assert wanted <= advertised[pin] * worker_group["maxReplicas"]
 
 
 def test_gpu_pools_size_the_pins_from_gpus_per_pod(render):
@@ -158,9 +156,12 @@ def test_app_args_match_the_data_planes_model(rendered):
         args = StageAppArgs.model_validate(app["args"])
         assert args.device in {"cuda", "cpu"}
         assert args.model_dir and args.model_dir.startswith("/")
+        # Placement and scaling live in the deployment entries only, so scaling restarts nothing.
+        assert set(app["args"]) == {"model_version", "model_dir", "instance", "device"}
         suffix = "_backup" if args.instance == "backup" else ""
-        for _, _, deployment, pin in STAGES:
-            assert getattr(args, ARGS_KEY[deployment]).pin_resource == pin + suffix
+        for deployment in app["deployments"]:
+            pin = dict((d, p) for _, _, d, p in STAGES)[deployment["name"]]
+            assert deployment["ray_actor_options"]["resources"] == {pin + suffix: 1}
 
 
 def test_defaults_point_the_app_at_the_mounted_model_and_chart_redis(render, namespace):
@@ -188,7 +189,8 @@ def test_canary_runs_the_candidate_as_its_own_application_on_the_primary_groups(
     rendered = render("values-05-canary-rollout.yaml")
     candidate = rendered.stage_app("wan2.2-ti2v-5b-ft1")
     assert candidate["args"]["model_dir"] == "/models/Wan2.2-TI2V-5B-ft1-Diffusers"
-    assert candidate["args"]["denoiser"]["pin_resource"] == "wanserve_denoiser"
+    (denoiser,) = [d for d in candidate["deployments"] if d["name"] == "Denoiser"]
+    assert denoiser["ray_actor_options"]["resources"] == {"wanserve_denoiser": 1}
     # A candidate is rolled back, not failed over: it has no backup.
     assert "wanserve-wan2.2-ti2v-5b-ft1-backup" not in rendered.applications
     rollout = rendered.one("VideoServingPolicy")["spec"]["rollout"]
@@ -221,6 +223,27 @@ def test_adding_a_version_or_instance_leaves_every_stable_application_byte_ident
     for app in (router_before, router_after):
         del app["deployments"][0]["user_config"]
     assert router_after == router_before
+
+
+def test_scaling_the_candidate_leaves_the_stable_application_byte_identical(render):
+    roomy = ("stages.textEncoder.workers.maxReplicas=4", "stages.denoiser.workers.maxReplicas=8",
+             "stages.decoder.workers.maxReplicas=4", "policy.rollout.enabled=true",
+             "policy.rollout.candidateVersion=ft1", "policy.rollout.candidateModelDir=/models/ft1")
+    before = render(set_values=roomy)
+    after = render(set_values=(*roomy, "policy.rollout.candidateStages.denoiser.autoscaling.maxReplicas=2"))
+    stable = "wanserve-wan2.2-ti2v-5b-primary"
+    assert _app_texts(after)[stable] == _app_texts(before)[stable]
+    (denoiser,) = [d for d in after.stage_app("ft1")["deployments"] if d["name"] == "Denoiser"]
+    assert denoiser["autoscaling_config"]["max_replicas"] == 2
+    assert after.stage_app("ft1")["args"] == before.stage_app("ft1")["args"]
+
+
+def test_scaling_a_stage_changes_its_deployment_entries_never_its_args(render):
+    # Serve hashes an application's args into its code version: changing them would restart every replica.
+    before = render(set_values=("stages.denoiser.workers.maxReplicas=8",))
+    after = render(set_values=("stages.denoiser.workers.maxReplicas=8", "stages.denoiser.autoscaling.maxReplicas=6"))
+    assert after.stage_app()["args"] == before.stage_app()["args"]
+    assert after.deployment("Denoiser")["autoscaling_config"]["max_replicas"] == 6
 
 
 def test_a_promoted_candidate_becomes_the_stable_application_unchanged(render):

@@ -243,11 +243,16 @@ worker groups beside the stable version; the backup instance has worker groups o
 {{- if gt (int $stage.workers.minReplicas) (int $stage.workers.maxReplicas) }}
 {{- fail (printf "%s.workers.minReplicas (%v) is above maxReplicas (%v)" $path $stage.workers.minReplicas $stage.workers.maxReplicas) }}
 {{- end }}
-{{- $versions := ternary 2 1 (and (eq $instance "primary") (eq (toString $v.policy.rollout.enabled) "true")) }}
 {{- $capacity := mul (int $stage.workers.maxReplicas) $perPod }}
-{{- $needed := mul (int $stage.autoscaling.maxReplicas) $versions }}
+{{- $needed := int $stage.autoscaling.maxReplicas }}
+{{- $why := printf "autoscaling.maxReplicas %d of the stable version" $needed }}
+{{- if and (eq $instance "primary") (eq (toString $v.policy.rollout.enabled) "true") }}
+{{- $candidate := include "wanserve.instanceStage" (dict "root" $ "key" $key "instance" "primary" "candidate" true) | fromYaml }}
+{{- $needed = add $needed (int $candidate.autoscaling.maxReplicas) }}
+{{- $why = printf "%s + %d of the canary's candidate (policy.rollout.candidateStages over it)" $why (int $candidate.autoscaling.maxReplicas) }}
+{{- end }}
 {{- if gt $needed $capacity }}
-{{- fail (printf "%s needs room for %d replicas (autoscaling.maxReplicas %v x %d model versions on worker group %s: the stable one, and the canary's candidate while policy.rollout.enabled) but the group holds %d (%d pods x %d replicas per pod): raise %s.workers.maxReplicas or lower autoscaling.maxReplicas, or replicas stay pending" $path $needed $stage.autoscaling.maxReplicas $versions $meta.group $capacity (int $stage.workers.maxReplicas) $perPod $path) }}
+{{- fail (printf "%s needs room for %d replicas (%s) on worker group %s, but the group holds %d (%d pods x %d replicas per pod): raise %s.workers.maxReplicas or lower autoscaling.maxReplicas, or replicas stay pending" $path $needed $why $meta.group $capacity (int $stage.workers.maxReplicas) $perPod $path) }}
 {{- end }}
 {{- end }}
 {{- end }}

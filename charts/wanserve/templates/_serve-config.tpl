@@ -18,13 +18,17 @@ Built as dicts and rendered with toYaml so the text is always valid YAML, whatev
 {{- end }}
 
 {{/*
-The stage values of one instance: stages.<key>, with backup.stages.<key> merged over it for the backup.
-Call with (dict "root" $ "key" "denoiser" "instance" "backup"); renders YAML.
+The stage values of one instance: stages.<key>, with backup.stages.<key> merged over it for the backup,
+and policy.rollout.candidateStages.<key> for a canary's candidate. Call with
+(dict "root" $ "key" "denoiser" "instance" "backup" "candidate" false); renders YAML.
 */}}
 {{- define "wanserve.instanceStage" -}}
 {{- $stage := deepCopy (index .root.Values.stages .key) }}
 {{- if eq .instance "backup" }}
 {{- $stage = mergeOverwrite $stage (deepCopy (index .root.Values.backup.stages .key | default dict)) }}
+{{- end }}
+{{- if .candidate }}
+{{- $stage = mergeOverwrite $stage (deepCopy (index .root.Values.policy.rollout.candidateStages .key | default dict)) }}
 {{- end }}
 {{- toYaml $stage }}
 {{- end }}
@@ -42,17 +46,22 @@ Call with (dict "root" $ "key" "denoiser" "instance" "backup"); renders YAML.
 {{/* Every (version, instance) stage application: the stable version on each instance, the candidate on the primary. */}}
 {{- define "wanserve.stageApps" -}}
 {{- $v := .Values }}
-{{- $apps := list (dict "version" $v.model.version "modelDir" $v.model.dir "instance" "primary") }}
+{{- $apps := list (dict "version" $v.model.version "modelDir" $v.model.dir "instance" "primary" "candidate" false) }}
 {{- if $v.backup.enabled }}
-{{- $apps = append $apps (dict "version" $v.model.version "modelDir" $v.model.dir "instance" "backup") }}
+{{- $apps = append $apps (dict "version" $v.model.version "modelDir" $v.model.dir "instance" "backup" "candidate" false) }}
 {{- end }}
 {{- if $v.policy.rollout.enabled }}
-{{- $apps = append $apps (dict "version" $v.policy.rollout.candidateVersion "modelDir" $v.policy.rollout.candidateModelDir "instance" "primary") }}
+{{- $apps = append $apps (dict "version" $v.policy.rollout.candidateVersion "modelDir" $v.policy.rollout.candidateModelDir "instance" "primary" "candidate" true) }}
 {{- end }}
 {{- toYaml (dict "apps" $apps) }}
 {{- end }}
 
-{{/* One stage application; call with (dict "root" $ "version" v "modelDir" d "instance" i). */}}
+{{/*
+One stage application; call with (dict "root" $ "version" v "modelDir" d "instance" i "candidate" bool).
+Its args name the checkpoint only: placement and scaling are in its deployment entries, which Serve
+applies without restarting a replica when only autoscaling or queue limits change (its args are hashed
+into the code version: changing them restarts every replica).
+*/}}
 {{- define "wanserve.stageApp" -}}
 {{- $root := .root }}
 {{- $args := dict
@@ -62,18 +71,8 @@ Call with (dict "root" $ "key" "denoiser" "instance" "backup"); renders YAML.
     "device" $root.Values.model.device }}
 {{- $deployments := list }}
 {{- range $key := splitList " " (include "wanserve.stageOrder" $root) }}
-{{- $stage := include "wanserve.instanceStage" (dict "root" $root "key" $key "instance" $.instance) | fromYaml }}
+{{- $stage := include "wanserve.instanceStage" (dict "root" $root "key" $key "instance" $.instance "candidate" $.candidate) | fromYaml }}
 {{- $meta := include "wanserve.instanceGroup" (dict "root" $root "key" $key "instance" $.instance) | fromYaml }}
-{{- $placement := dict
-    "num_cpus" $stage.replica.numCpus
-    "num_gpus" $stage.replica.numGpus
-    "pin_resource" $meta.pinResource
-    "min_replicas" (int $stage.autoscaling.minReplicas)
-    "max_replicas" (int $stage.autoscaling.maxReplicas)
-    "target_ongoing_requests" $stage.autoscaling.targetOngoingRequests
-    "max_ongoing_requests" (int $stage.maxOngoingRequests)
-    "max_queued_requests" (int $stage.maxQueuedRequests) }}
-{{- $_ := set $args (snakecase $key) $placement }}
 {{- $deployments = append $deployments (dict
     "name" $meta.deployment
     "max_ongoing_requests" (int $stage.maxOngoingRequests)
@@ -155,7 +154,7 @@ Call with (dict "root" $ "key" "denoiser" "instance" "backup"); renders YAML.
     "args" $args
     "deployments" (list $ingress)) }}
 {{- range (include "wanserve.stageApps" . | fromYaml).apps }}
-{{- $applications = append $applications (include "wanserve.stageApp" (dict "root" $root "version" .version "modelDir" .modelDir "instance" .instance) | fromYaml) }}
+{{- $applications = append $applications (include "wanserve.stageApp" (dict "root" $root "version" .version "modelDir" .modelDir "instance" .instance "candidate" .candidate) | fromYaml) }}
 {{- end }}
 {{- toYaml (dict
     "proxy_location" "EveryNode"
