@@ -159,10 +159,22 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 """
 
+# A full Redis (noeviction, as it must run) refuses every write that grows it, but running jobs must still
+# finish: recording an outcome is a few bytes and an ack frees the entry. allow-oom (Redis 7) lets these two
+# scripts write when Redis refuses everything else; new work is still refused (503).
 # KEYS: done key, finished log. ARGV: consumer, ttl s, log length, job, outcome. 1 for the first caller only.
-_COMPLETE_LUA = """
+_COMPLETE_LUA = """#!lua flags=allow-oom
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return 0 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'job', ARGV[4], 'outcome', ARGV[5], 'by', ARGV[1])
+return 1
+"""
+
+# KEYS: stream, index, tenant set. ARGV: group, entry id, job.
+_ACK_LUA = """#!lua flags=allow-oom
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
 return 1
 """
 
@@ -247,6 +259,7 @@ class RedisWorkQueue:
         self._release_script = client.register_script(_RELEASE_LUA)
         self._discard_script = client.register_script(_DISCARD_LUA)
         self._complete_script = client.register_script(_COMPLETE_LUA)
+        self._ack_script = client.register_script(_ACK_LUA)
         self._prune_script = client.register_script(_PRUNE_LUA)
         self._group_script = client.register_script(_CREATE_GROUP_LUA)
 
@@ -367,19 +380,9 @@ class RedisWorkQueue:
         return bool(held)
 
     async def _ack(self, lease: Lease) -> None:
-        stream = self.stream_key(lease.lane)
-
-        async def ack(r: Redis) -> None:
-            async with r.pipeline(transaction=True) as pipe:
-                pipe.xack(stream, GROUP, lease.token)
-                pipe.xdel(stream, lease.token)
-                pipe.hdel(self._index_key(), lease.job_id)
-                if lease.tenant:
-                    pipe.zrem(self._tenant_key(lease.tenant), lease.job_id)
-                await pipe.execute()
-
+        keys = [self.stream_key(lease.lane), self._index_key(), self._tenant_key(lease.tenant)]
         try:
-            await self._call("work.ack", ack)
+            await self._script("work.ack", self._ack_script, keys, [GROUP, lease.token, lease.job_id])
         except (RedisUnavailable, RedisRequestError) as exc:
             raise WorkQueueUnavailable(f"could not ack job {lease.job_id} ({exc}); a replica that claims it later "
                                        f"acks it if its outcome was recorded") from exc

@@ -146,6 +146,26 @@ async def test_a_full_redis_refuses_new_work_with_a_retryable_error(
     assert await queue.depth("batch") == 1
 
 
+async def test_a_full_redis_still_lets_running_jobs_finish(cluster: Cluster, redis_server: RedisServer) -> None:
+    queue = cluster.replica("a")
+    await queue.enqueue("batch", "job-1", {}, tenant="t1")
+    lease = await queue.claim()
+    assert lease is not None
+    with redis_server.client() as client:
+        client.config_set("maxmemory-policy", "noeviction")
+        client.config_set("maxmemory", 1)  # nothing that grows Redis passes now
+        try:
+            with pytest.raises(WorkQueueUnavailable):
+                await queue.enqueue("batch", "job-2", {}, tenant="t1")
+            assert await lease.renew()
+            assert await queue.complete_once("job-1")
+            await lease.ack()
+        finally:
+            client.config_set("maxmemory", 0)
+    assert await queue.unfinished("t1") == 0 and await queue.depth("batch") == 0
+    assert [entry["job"] for entry in await queue.finished()] == ["job-1"]
+
+
 async def test_departed_replicas_are_removed_from_the_consumer_group_once_idle(
     cluster: Cluster, redis_server: RedisServer
 ) -> None:
