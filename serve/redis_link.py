@@ -156,8 +156,9 @@ class RedisLink:
 
 
 # Errors Redis answers for every command while it cannot serve any: authentication, loading a
-# dump, a replica that lost its master, a script stuck in a loop. Anything else concerns one command.
-_OUTAGE_PREFIXES = ("NOAUTH", "WRONGPASS", "LOADING", "MASTERDOWN", "BUSY", "READONLY", "NOPERM")
+# dump, a replica that lost its master, a script stuck in a loop ("BUSY ", not BUSYGROUP, which is
+# about one command). Anything else concerns one command.
+_OUTAGE_PREFIXES = ("NOAUTH", "WRONGPASS", "LOADING", "MASTERDOWN", "BUSY ", "READONLY", "NOPERM")
 
 
 def _is_outage(error: ResponseError) -> bool:
