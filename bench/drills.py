@@ -1,8 +1,12 @@
-"""Drills: kill a Denoiser replica mid-run, stop Redis for 20 s under load, inject errors until failover.
+"""Drills: kill a Denoiser replica mid-run, stop Redis for 20 s under load, inject errors until failover,
+and the durable-work drills of issue 13 (bench/durability_drills.py): kill an Ingress replica, SIGKILL
+and restart the whole ``wanserve serve``, a tenant's quota and one generation across two router replicas.
 
-One app (tiny checkpoint, primary + backup instances, persistent Redis subprocess) and, for the last
-drill, ``wanserve-operator local`` beside it. Each drill prints what it did and the counts
-(accepted, completed, failed with reason, lost, and HTTP status classes); the last line sums up.
+One app (tiny checkpoint, primary + backup instances, two Ingress replicas, persistent Redis
+subprocess) and, for the failover drill, ``wanserve-operator local`` beside it; the restart drill runs
+``wanserve serve`` as its own process first, the quota drill a second router app. Each drill prints
+what it did and the counts (accepted, completed, failed with reason, lost, outcomes decided twice, and
+HTTP status classes); the last line sums up.
 
 1. kill: jobs in flight, then ``ray.kill`` of the primary Denoiser replica (found by name among
    Ray's named actors); every accepted job must end completed or failed with a clear error, and
@@ -13,7 +17,9 @@ drill, ``wanserve-operator local`` beside it. Each drill prints what it did and 
    watching the policy after each; the operator must move traffic to the backup after the third
    consecutive error, and later requests succeed.
 
-    .venv/bin/python bench/drills.py [--quick] [--outage-s 20]
+4. ingress, 5. restart, 6. quota, 7. flight: see bench/durability_drills.py.
+
+    .venv/bin/python bench/drills.py [--quick] [--outage-s 20] [--only ingress,restart,quota,flight]
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ from common import (
     BenchRedis,
     Outcome,
     count_outcomes,
+    deploy_beside,
     describe_counts,
     get_policy,
     goal_line,
@@ -44,6 +51,7 @@ from common import (
     unique_prompt,
     wait_job,
 )
+from durability_drills import flight_drill, ingress_drill, keys_file_for, quota_drill, restart_drill
 
 REQUEST = {"size": "256x256", "num_frames": 9, "num_inference_steps": 6}
 CHEAP = {"size": "128x64", "num_frames": 5, "num_inference_steps": 2}
@@ -178,26 +186,62 @@ async def until_failover(client: httpx.AsyncClient, version: str, interval: floa
     return None
 
 
-async def run(url: str, redis: BenchRedis, version: str, quick: bool, outage_s: float) -> None:
+DRILLS = ("kill", "redis", "failover", "ingress", "restart", "quota", "flight")
+
+
+async def run(url: str, redis: BenchRedis, args: Any, quick: bool, outage_s: float,
+              chosen: set[str]) -> dict[str, str]:
+    from serve.app.topology import ROUTER_APP, stage_app_name
+
+    results: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as client:
-        killed_ok = await kill_drill(client, 3 if quick else 8)
-        redis_ok = await redis_drill(client, redis, outage_s, quick)
-        failed_after = await failover_drill(client, url, version, 1.0)
-    summary = (f"kill {'ok' if killed_ok else 'FAILED'}, redis {'ok' if redis_ok else 'FAILED'}, "
-               f"failover after {failed_after if failed_after is not None else 'never'} consecutive errors")
-    goal_line("drills", summary, "==", "kill ok, redis ok, failover after 3")
+        if "kill" in chosen:
+            results["kill"] = "ok" if await kill_drill(client, 3 if quick else 8) else "FAILED"
+        if "ingress" in chosen:
+            results["ingress"] = "ok" if await ingress_drill(client, redis.url, ROUTER_APP, 3 if quick else 8) \
+                else "FAILED"
+        if "flight" in chosen:
+            stage_app = stage_app_name(args.model_version, "primary", ROUTER_APP)
+            results["flight"] = "ok" if await flight_drill(client, redis.url, ROUTER_APP, stage_app) else "FAILED"
+        if "redis" in chosen:
+            results["redis"] = "ok" if await redis_drill(client, redis, outage_s, quick) else "FAILED"
+        if "failover" in chosen:
+            failed_after = await failover_drill(client, url, args.model_version, 1.0)
+            results["failover"] = f"after {failed_after if failed_after is not None else 'never'}"
+    if "quota" in chosen:
+        quota_url, key = quota_app(args, url)
+        ok = await quota_drill(quota_url, key, redis.url, "quota", "pair", 2)
+        results["quota"] = "ok" if ok else "FAILED"
+    return results
+
+
+def quota_app(args: Any, base_url: str) -> tuple[str, str]:
+    """A second router app (two Ingress replicas) where tenant ``pair`` may run two jobs at once."""
+    keys_file, key = keys_file_for({"pair": {"quotas": {"max_concurrent_jobs": 2}}})
+    return deploy_beside(args.model_copy(update={"api_keys_file": keys_file}), "quota", "/quota", base_url), key
 
 
 def main() -> None:
-    options = parse_args(__doc__, outage_s=20.0)
-    from serve.app.args import AppArgs, LaneArgs
+    options = parse_args(__doc__, outage_s=20.0, only="")
+    from serve.app.args import AppArgs, LaneArgs, StageArgs
 
+    chosen = set(options.only.split(",")) if options.only else set(DRILLS)
     outage_s = 3.0 if options.quick else options.outage_s
+    results: dict[str, str] = {}
     with BenchRedis(persistent=True) as redis:
+        if "restart" in chosen:
+            ok = asyncio.run(restart_drill(redis.url, 3 if options.quick else 6))
+            results["restart"] = "ok" if ok else "FAILED"
         args: Any = AppArgs(redis_url=redis.url, backup_instance=True, allow_fault_injection=True,
-                            cache_ttl_seconds=600, lanes=LaneArgs(capacity=2, realtime_queue=32, batch_queue=64))
-        with serve_app(args) as url:
-            asyncio.run(run(url, redis, args.model_version, options.quick, outage_s))
+                            cache_ttl_seconds=600, lanes=LaneArgs(capacity=2, realtime_queue=32, batch_queue=64),
+                            ingress=StageArgs(min_replicas=2, max_replicas=2, max_ongoing_requests=256,
+                                              max_queued_requests=-1))
+        if chosen - {"restart"}:
+            with serve_app(args) as url:
+                results.update(asyncio.run(run(url, redis, args, options.quick, outage_s, chosen)))
+    summary = ", ".join(f"{name} {results[name]}" for name in DRILLS if name in results)
+    goal = ", ".join(f"{name} {'after 3' if name == 'failover' else 'ok'}" for name in DRILLS if name in results)
+    goal_line("drills", summary, "==", goal)
 
 
 if __name__ == "__main__":

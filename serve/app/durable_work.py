@@ -18,6 +18,7 @@ stays in Redis for the next replica with room.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import io
 import logging
@@ -207,7 +208,7 @@ class DurableWork:
                                  f"the job's input_reference image could not be read back ({error}); submit it again")
                 return
         started = time.monotonic() - max(0.0, time.time() - work.accepted_at)
-        await self.execution.run(job, plan, started, self._refunds.get(job.id), self._decider(queue))
+        await self.execution.run(job, plan, started, self._refunds.get(job.id), self._decider(queue, lease))
         await self._forget(job.id, work)
 
     async def _fail(self, queue: WorkQueue, lease: Lease, code: str, message: str) -> None:
@@ -218,7 +219,7 @@ class DurableWork:
             work = None
         job = await self.store.get(lease.job_id)
         if job is not None and job.status not in ("completed", "failed") and \
-                await self._decider(queue)(lease.job_id, "failed"):
+                await self._decider(queue, lease)(lease.job_id, "failed"):
             log.warning("job %s failed (%s): %s", lease.job_id, code, message)
             await self.store.update(lease.job_id, status="failed", completed_at=int(time.time()),
                                     error=JobError(code=code, message=message).model_dump())
@@ -242,14 +243,20 @@ class DurableWork:
         return await asyncio.to_thread(load_reference_image, data)
 
     @staticmethod
-    def _decider(queue: WorkQueue) -> Callable[[str, str], Awaitable[bool]]:
-        """``queue.complete_once``, asked again until the queue answers (see ``_DECIDE_RETRY_S``)."""
+    def _decider(queue: WorkQueue, lease: Lease) -> Callable[[str, str], Awaitable[bool]]:
+        """``queue.complete_once``, asked again until the queue answers (see ``_DECIDE_RETRY_S``); the
+        winner acks at once, before it writes the record, so a client that sees the job finished finds
+        its tenant's slot free (the claim loop's ack after it is a no-op)."""
 
         async def complete_once(job_id: str, outcome: str) -> bool:
             attempt = 0
             while True:
                 try:
-                    return await queue.complete_once(job_id, outcome)
+                    won = await queue.complete_once(job_id, outcome)
+                    if won:
+                        with contextlib.suppress(WorkQueueUnavailable):  # the claim loop acks again
+                            await lease.ack()
+                    return won
                 except WorkQueueUnavailable as error:
                     if attempt == 0:
                         log.warning("job %s is %s but the job queue cannot record it yet (%s); asking again",

@@ -1,0 +1,180 @@
+"""Durable work on real Ray Serve: a second router app beside the session's, with two Ingress replicas.
+
+Its jobs share the session's Redis and have their own queue (``wanserve:{work:durable}``); leases are
+5 s. The drill of issue 13 runs here: an Ingress replica is killed (``ray.kill`` of its actor, Serve
+starts another) with jobs in flight, and every job ends completed, recorded once. It runs last: the
+killed replica's generations run on in the stages for nobody, which would blur the Denoiser counts.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.app.helpers import small_body, wait_done
+from tests.conftest import ROOMY_QUOTAS, LocalApp
+
+pytestmark = pytest.mark.integration
+
+APP = "durable"
+QUEUE = "wanserve:{work:durable}"
+SLOW = {"size": "256x256", "num_frames": 9, "num_inference_steps": 16}
+
+
+@dataclass(frozen=True)
+class DurableApp:
+    url: str
+    keys: dict[str, str]
+    redis_url: str
+    stage_app: str
+
+    def redis(self) -> Any:
+        import redis
+
+        return redis.Redis.from_url(self.redis_url)
+
+    def client(self, tenant: str = "tests") -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {self.keys[tenant]}"})
+
+
+@pytest.fixture(scope="module")
+def durable_app(
+    local_app: LocalApp, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[DurableApp]:
+    from ray import serve
+
+    from serve.app import local
+    from serve.app.args import AppArgs, LaneArgs, StageArgs, WorkArgs
+    from serve.tenancy import TenantQuotas, generate_key, hash_key
+
+    quota_key = generate_key()
+    keys_path = tmp_path_factory.mktemp("durable") / "api-keys.yaml"
+    keys_path.write_text(local_app.keys_file_with({
+        "two-at-once": {"quotas": {**ROOMY_QUOTAS, "max_concurrent_jobs": 2}, "key_hashes": [hash_key(quota_key)]},
+    }))
+    args = AppArgs(
+        redis_url=redis_server.url, lanes=LaneArgs(capacity=1, realtime_queue=8, batch_queue=8),
+        ingress=StageArgs(min_replicas=2, max_replicas=2, max_ongoing_requests=256, max_queued_requests=-1),
+        work=WorkArgs(lease_s=5.0), api_keys_file=str(keys_path), admin_key=local_app.admin_key,
+        default_quotas=TenantQuotas(**ROOMY_QUOTAS),  # type: ignore[arg-type]
+    )
+    local.deploy(args, name=APP, route_prefix=f"/{APP}")
+    url = f"{local_app.url}/{APP}"
+    local.wait_ready(url)
+    stage_apps = [app.app_name for app in args.topology(APP).apps]
+    yield DurableApp(url, {"tests": local_app.key, "two-at-once": quota_key}, redis_server.url, stage_apps[0])
+    for name in [APP, *stage_apps]:
+        serve.delete(name)
+
+
+def _ingress_actors(app: str) -> list[Any]:
+    import ray
+
+    names = [entry["name"] for entry in ray.util.list_named_actors(all_namespaces=True)
+             if entry["namespace"] == "serve" and f"{app}#Ingress#" in entry["name"]]
+    return [ray.get_actor(name, namespace="serve") for name in names]
+
+
+def _outcomes(client: Any) -> Counter[str]:
+    """How many outcome decisions each job got (the queue's log of complete_once)."""
+    return Counter(fields[b"job"].decode() for _, fields in client.xrange(f"{QUEUE}:finished"))
+
+
+def _holders(client: Any) -> Counter[int]:
+    """Jobs held now per Ingress process id (consumer names are ``host:pid``)."""
+    held: Counter[int] = Counter()
+    for lane in ("realtime", "batch"):
+        stream = f"{QUEUE}:lane:{lane}"
+        if not client.exists(stream):
+            continue
+        for consumer in client.xinfo_consumers(stream, "routers"):
+            held[int(consumer["name"].decode().rsplit(":", 1)[1])] += int(consumer["pending"])
+    return held
+
+
+def _kill_the_busiest_ingress_replica(client: Any) -> tuple[str, int]:
+    import ray
+
+    held = _holders(client)
+    replicas = {int(ray.get(actor.__ray_call__.remote(lambda _: os.getpid()))): actor for actor in _ingress_actors(APP)}
+    pid = max(replicas, key=lambda candidate: held.get(candidate, 0))
+    ray.kill(replicas[pid])
+    return f"pid {pid}", held.get(pid, 0)
+
+
+def test_the_same_prompt_sent_to_two_router_replicas_at_once_is_generated_once(durable_app: DurableApp) -> None:
+    body = small_body(**SLOW)
+    before = _denoiser_runs(durable_app)
+    with durable_app.client() as client, durable_app.redis() as redis_client:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            created = list(pool.map(lambda _: client.post("/v1/videos", json=body).json(), range(8)))
+        finished = [wait_done(client, video["id"]) for video in created]
+        assert all(video["status"] == "completed" for video in finished)
+        by = {fields[b"job"].decode(): fields[b"by"].decode() for _, fields in redis_client.xrange(f"{QUEUE}:finished")}
+        assert len({by[video["id"]] for video in finished}) == 2, "one replica ran every job: no cross-replica flight"
+        contents = {client.get(f"/v1/videos/{video['id']}/content").content for video in finished}
+        assert len(contents) == 1
+        assert _denoiser_runs_after(durable_app, before) == 1
+
+
+def test_two_router_replicas_hold_a_tenant_to_its_concurrent_job_quota(durable_app: DurableApp) -> None:
+    with durable_app.client("two-at-once") as client:
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            answers = list(pool.map(lambda _: client.post("/v1/videos", json=small_body(**SLOW)), range(6)))
+        accepted = [answer.json()["id"] for answer in answers if answer.status_code == 200]
+        refused = [answer.json()["error"] for answer in answers if answer.status_code == 429]
+        assert len(accepted) == 2 and len(refused) == 4, [answer.text for answer in answers]
+        assert all(error["code"] == "quota_exceeded" and "max_concurrent_jobs" in error["message"] for error in refused)
+        for job_id in accepted:
+            assert wait_done(client, job_id)["status"] == "completed"
+        assert client.post("/v1/videos", json=small_body()).status_code == 200
+
+
+def test_killing_an_ingress_replica_with_jobs_in_flight_completes_every_job_once(durable_app: DurableApp) -> None:
+    with durable_app.client() as client, durable_app.redis() as redis_client:
+        ids = [client.post("/v1/videos", json=small_body(**SLOW)).json()["id"] for _ in range(6)]
+        deadline = time.monotonic() + 120
+        while not any(client.get(f"/v1/videos/{job_id}").json()["status"] == "in_progress" for job_id in ids):
+            assert time.monotonic() < deadline, "no job started"
+            time.sleep(0.05)
+        killed, held = _kill_the_busiest_ingress_replica(redis_client)
+        assert held >= 1, f"the killed replica ({killed}) held no job"
+        finals = [wait_done(client, job_id, timeout_s=300) for job_id in ids]
+        assert [video["status"] for video in finals] == ["completed"] * len(ids), finals
+        outcomes = _outcomes(redis_client)
+        assert {job_id: outcomes[job_id] for job_id in ids} == {job_id: 1 for job_id in ids}
+        assert client.get(f"/v1/videos/{ids[0]}/content").status_code == 200
+
+
+def _denoiser_runs_after(durable_app: DurableApp, before: float) -> float:
+    """Denoiser runs since ``before``: reports are fire-and-forget (the first one creates the board), so
+    wait for one, then a little longer for any other."""
+    deadline = time.monotonic() + 60
+    while _denoiser_runs(durable_app) <= before:
+        assert time.monotonic() < deadline, "the Denoiser reported no run"
+        time.sleep(0.5)
+    time.sleep(3.0)
+    return _denoiser_runs(durable_app) - before
+
+
+def _denoiser_runs(durable_app: DurableApp) -> float:
+    """Requests the app's Denoiser has run, from its stage application's metrics board."""
+    import ray
+
+    from serve.app.telemetry import BOARD_NAME, BOARD_NAMESPACE
+    from tests.app.helpers import metric_value
+
+    try:
+        board = ray.get_actor(f"{BOARD_NAME}-{durable_app.stage_app}", namespace=BOARD_NAMESPACE)
+    except ValueError:
+        return 0.0  # nothing reported yet: the board starts with the first report
+    text = ray.get(board.exposition.remote()).decode()
+    return metric_value(text, "wanserve_stage_latency_seconds_count", stage="denoiser")
