@@ -224,7 +224,9 @@ class Admission:
         try:
             used = await self.artifacts.usage(tenant)
         except ArtifactStoreUnavailable as error:
-            raise Refusal(503, "artifact_store_unavailable", str(error), headers={"Retry-After": "10"}) from None
+            # The cap is checked again with the next request; an outage must not stop the service.
+            log.warning("storage quota of %s not checked: %s", tenant, error)
+            return
         if used >= cap:
             self.metrics.telemetry.inc("wanserve_quota_rejections_total",
                                        (self.metrics.tenant_label(tenant), "max_storage_bytes"))

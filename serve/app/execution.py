@@ -40,7 +40,7 @@ from serve.workqueue import DEFAULT_LEASE_S, FlightRegistry, MemoryFlightRegistr
 log = logging.getLogger(__name__)
 
 # A store that is away for a moment should not fail a finished video: try it a few times first.
-_SAVE_ATTEMPTS_DELAYS_S = (0.5, 2.0, 5.0)
+_SAVE_ATTEMPTS_DELAYS_S = (0.5, 2.0, 5.0, 10.0, 20.0)
 
 #: Decides which one caller records a job's outcome: `WorkQueue.complete_once(job_id, outcome)`.
 CompleteOnce = Callable[[str, str], Awaitable[bool]]
