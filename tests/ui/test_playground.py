@@ -90,13 +90,13 @@ def test_a_chosen_first_frame_travels_with_the_request(page, local_app, client, 
     Image.new("RGB", (96, 64), (200, 40, 40)).save(picture)
     open_playground(page, local_app.url)
     prompt = unique_prompt("a red balloon rising")
-    fill(page, prompt, size="128x64", num_frames="5", num_inference_steps="2")
+    fill(page, prompt, size="256x256", num_frames="5", num_inference_steps="2")
     page.find_element(By.ID, "input_reference").send_keys(str(picture))
     page.find_element(By.ID, "generate").click()
     video = page.find_element(By.ID, "video")
     wait(page, lambda d: d.execute_script("return arguments[0].readyState >= 1", video), 90, "the video")
     # The server saw the image: the same request with the same image is now a cache hit.
-    again = client.post("/v1/videos", json={**small_body(prompt=prompt, size="128x64", num_frames=5,
+    again = client.post("/v1/videos", json={**small_body(prompt=prompt, size="256x256", num_frames=5,
                                                          num_inference_steps=2, fps=24, guidance_scale=5.0),
                                             "input_reference": base64.b64encode(picture.read_bytes()).decode()})
     assert again.status_code == 200, again.text
