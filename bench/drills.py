@@ -191,7 +191,7 @@ DRILLS = ("kill", "redis", "failover", "ingress", "restart", "quota", "flight")
 
 async def run(url: str, redis: BenchRedis, args: Any, quick: bool, outage_s: float,
               chosen: set[str]) -> dict[str, str]:
-    from serve.app.topology import ROUTER_APP, stage_app_name
+    from serve.app.topology import ROUTER_APP
 
     results: dict[str, str] = {}
     async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=120) as client:
@@ -201,8 +201,7 @@ async def run(url: str, redis: BenchRedis, args: Any, quick: bool, outage_s: flo
             results["ingress"] = "ok" if await ingress_drill(client, redis.url, ROUTER_APP, 3 if quick else 8) \
                 else "FAILED"
         if "flight" in chosen:
-            stage_app = stage_app_name(args.model_version, "primary", ROUTER_APP)
-            results["flight"] = "ok" if await flight_drill(client, redis.url, ROUTER_APP, stage_app) else "FAILED"
+            results["flight"] = "ok" if await flight_drill(client, redis.url, ROUTER_APP) else "FAILED"
         if "redis" in chosen:
             results["redis"] = "ok" if await redis_drill(client, redis, outage_s, quick) else "FAILED"
         if "failover" in chosen:
@@ -218,7 +217,8 @@ async def run(url: str, redis: BenchRedis, args: Any, quick: bool, outage_s: flo
 def quota_app(args: Any, base_url: str) -> tuple[str, str]:
     """A second router app (two Ingress replicas) where tenant ``pair`` may run two jobs at once."""
     keys_file, key = keys_file_for({"pair": {"quotas": {"max_concurrent_jobs": 2}}})
-    return deploy_beside(args.model_copy(update={"api_keys_file": keys_file}), "quota", "/quota", base_url), key
+    quota_args = args.model_copy(update={"api_keys_file": keys_file, "backup_instance": False})
+    return deploy_beside(quota_args, "quota", "/quota", base_url), key
 
 
 def main() -> None:

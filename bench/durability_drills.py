@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from common import REPO, Outcome, count_outcomes, describe_counts, say, unique_prompt, wait_job, wait_ready
+from common import REPO, Outcome, count_outcomes, describe_counts, metric, say, unique_prompt, wait_job, wait_ready
 
 from serve.local_redis import free_port
 
@@ -213,26 +213,15 @@ async def quota_drill(url: str, key: str, redis_url: str, app: str, tenant: str,
     return counts["accepted"] <= limit and most <= limit and counts.get("429", 0) == 8 - counts["accepted"]
 
 
-def denoiser_runs(stage_app: str) -> float:
-    """Requests the Denoiser of ``stage_app`` has run, from that application's metrics board."""
-    import ray
-    from prometheus_client.parser import text_string_to_metric_families
-
-    from serve.app.telemetry import BOARD_NAME, BOARD_NAMESPACE
-
-    try:
-        board = ray.get_actor(f"{BOARD_NAME}-{stage_app}", namespace=BOARD_NAMESPACE)
-    except ValueError:
-        return 0.0  # nothing reported yet: the board starts with the first report
-    text = ray.get(board.exposition.remote()).decode()
-    return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
-               if sample.name == "wanserve_stage_latency_seconds_count" and sample.labels.get("stage") == "denoiser")
+async def denoiser_runs(client: httpx.AsyncClient) -> float:
+    """Requests the Denoiser has run, from the app's /metrics (stage applications report to their router's)."""
+    return await metric(client, "wanserve_stage_latency_seconds_count", stage="denoiser")
 
 
-async def flight_drill(client: httpx.AsyncClient, redis_url: str, app: str, stage_app: str) -> bool:
+async def flight_drill(client: httpx.AsyncClient, redis_url: str, app: str) -> bool:
     say("== flight: the same prompt 8 times at once to two Ingress replicas")
     body = {"prompt": unique_prompt(), **SLOW}
-    before = denoiser_runs(stage_app)
+    before = await denoiser_runs(client)
     posted = await asyncio.gather(*(client.post("/v1/videos", json=body) for _ in range(8)))
     ids = [response.json()["id"] for response in posted if response.status_code == 200]
     outcomes = await finals(client, ids, 300)
@@ -245,9 +234,9 @@ async def flight_drill(client: httpx.AsyncClient, redis_url: str, app: str, stag
     replicas = Counter(by.get(job_id, "?") for job_id in ids)
     # Reports are fire-and-forget (the first one creates the board): wait for one, then a little longer.
     deadline = time.monotonic() + 60
-    while denoiser_runs(stage_app) <= before and time.monotonic() < deadline:
+    while await denoiser_runs(client) <= before and time.monotonic() < deadline:
         await asyncio.sleep(0.5)
     await asyncio.sleep(3.0)
-    runs = denoiser_runs(stage_app) - before
+    runs = await denoiser_runs(client) - before
     say(f"  jobs per router replica: {dict(replicas)}; Denoiser runs: {runs:g}")
     return all(o.final == "completed" for o in outcomes) and runs == 1
