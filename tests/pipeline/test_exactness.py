@@ -12,6 +12,7 @@ from serve.pipeline.decoder import Decoder
 from serve.pipeline.denoiser import Denoiser, DenoiseRequest
 from serve.pipeline.stages import StagePipeline, encode_request, shape_of
 from serve.pipeline.text_encoder import TextEncoder
+from tests.pipeline.reference import reference_frames
 
 
 @pytest.fixture(scope="module")
@@ -24,25 +25,10 @@ def stages(tiny_dir):
     return StagePipeline(tiny_dir)
 
 
-def _reference_call(pipe, params, seed, output_type):
-    return pipe(
-        params.prompt,
-        negative_prompt=params.negative_prompt,
-        height=params.height,
-        width=params.width,
-        num_frames=params.num_frames,
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        generator=torch.Generator().manual_seed(seed),
-        max_sequence_length=512,
-        output_type=output_type,
-    ).frames
-
-
 @pytest.mark.parametrize("guidance", [5.0, 1.0])
 def test_latents_match_wan_pipeline(reference, stages, small_params, guidance):
     params = small_params.model_copy(update={"guidance_scale": guidance})
-    expected = _reference_call(reference, params, seed=11, output_type="latent")
+    expected = reference_frames(reference, params, seed=11, output_type="latent")
     embeddings = encode_request(stages.text_encoder, params)
     latents = stages.denoiser.denoise(DenoiseRequest(embeddings, shape_of(params), seed=11))
     assert latents.shape == expected.shape == (1, 48, 3, 128 // 16, 256 // 16)
@@ -50,7 +36,7 @@ def test_latents_match_wan_pipeline(reference, stages, small_params, guidance):
 
 
 def test_frames_match_wan_pipeline(reference, stages, small_params):
-    expected = _reference_call(reference, small_params, seed=3, output_type="np")[0]
+    expected = reference_frames(reference, small_params, seed=3, output_type="np")[0]
     generation = stages.generate(small_params, seed=3)
     assert generation.frames.shape == expected.shape == (9, 128, 256, 3)
     np.testing.assert_allclose(generation.frames, expected, atol=1e-5)

@@ -9,6 +9,7 @@ from PIL import Image
 from serve.pipeline.denoiser import DenoiseRequest
 from serve.pipeline.reference_image import fit_reference_image
 from serve.pipeline.stages import StagePipeline, encode_request, shape_of
+from tests.pipeline.reference import reference_frames
 
 
 def _picture(width, height, seed):
@@ -37,22 +38,6 @@ def picture():
     return _picture(300, 200, seed=0)
 
 
-def _reference_call(pipe, params, image, seed, output_type):
-    return pipe(
-        image=fit_reference_image(image, params.width, params.height),
-        prompt=params.prompt,
-        negative_prompt=params.negative_prompt,
-        height=params.height,
-        width=params.width,
-        num_frames=params.num_frames,
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        generator=torch.Generator().manual_seed(seed),
-        max_sequence_length=512,
-        output_type=output_type,
-    ).frames
-
-
 def _denoise(stages, params, image, seed):
     image_latents = None if image is None else stages.decoder.encode_image(image, params.width, params.height)
     request = DenoiseRequest(encode_request(stages.text_encoder, params), shape_of(params), seed, image_latents)
@@ -62,7 +47,8 @@ def _denoise(stages, params, image, seed):
 @pytest.mark.parametrize("guidance", [5.0, 1.0])
 def test_latents_match_wan_image_to_video_pipeline(reference, stages, small_params, picture, guidance):
     params = small_params.model_copy(update={"guidance_scale": guidance})
-    expected = _reference_call(reference, params, picture, seed=11, output_type="latent")
+    first = fit_reference_image(picture, params.width, params.height)
+    expected = reference_frames(reference, params, seed=11, output_type="latent", image=first)
     latents = _denoise(stages, params, picture, seed=11)
     assert latents.shape == expected.shape == (1, 48, 3, 128 // 16, 256 // 16)
     torch.testing.assert_close(latents, expected, rtol=1e-5, atol=1e-5)
@@ -71,7 +57,8 @@ def test_latents_match_wan_image_to_video_pipeline(reference, stages, small_para
 @pytest.mark.parametrize("guidance", [5.0, 1.0])
 def test_frames_match_wan_image_to_video_pipeline(reference, stages, small_params, picture, guidance):
     params = small_params.model_copy(update={"guidance_scale": guidance})
-    expected = _reference_call(reference, params, picture, seed=3, output_type="np")[0]
+    first = fit_reference_image(picture, params.width, params.height)
+    expected = reference_frames(reference, params, seed=3, output_type="np", image=first)[0]
     generation = stages.generate(params, seed=3, image=picture)
     assert generation.frames.shape == expected.shape == (9, 128, 256, 3)
     np.testing.assert_allclose(generation.frames, expected, atol=1e-5)

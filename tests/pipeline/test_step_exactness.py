@@ -11,6 +11,7 @@ import torch
 
 from serve.pipeline.denoiser import DenoiseRequest
 from serve.pipeline.stages import StagePipeline, encode_request, shape_of
+from tests.pipeline.reference import reference_frames
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
 
@@ -29,21 +30,6 @@ def _request(stages, params, seed, image_latents=None):
     return DenoiseRequest(encode_request(stages.text_encoder, params), shape_of(params), seed, image_latents)
 
 
-def _wan_pipeline_latents(pipe, params, seed):
-    return pipe(
-        params.prompt,
-        negative_prompt=params.negative_prompt,
-        height=params.height,
-        width=params.width,
-        num_frames=params.num_frames,
-        num_inference_steps=params.num_inference_steps,
-        guidance_scale=params.guidance_scale,
-        generator=torch.Generator().manual_seed(seed),
-        max_sequence_length=512,
-        output_type="latent",
-    ).frames
-
-
 def test_interleaved_requests_of_different_seeds_and_step_counts_match_each_alone(stages, reference, small_params):
     short = small_params.model_copy(update={"num_inference_steps": 3, "guidance_scale": 5.0})
     long = small_params.model_copy(update={"prompt": "a red fox in the snow", "num_inference_steps": 5,
@@ -57,7 +43,7 @@ def test_interleaved_requests_of_different_seeds_and_step_counts_match_each_alon
     for state, params, seed in ((a, short, 1), (b, long, 2)):
         alone = denoiser.denoise(_request(stages, params, seed))
         torch.testing.assert_close(denoiser.result(state), alone, **TOLERANCE)
-    torch.testing.assert_close(denoiser.result(a), _wan_pipeline_latents(reference, short, 1), **TOLERANCE)
+    torch.testing.assert_close(denoiser.result(a), reference_frames(reference, short, 1, "latent"), **TOLERANCE)
 
 
 def test_a_request_that_joins_a_running_batch_midway_gets_its_own_latents(stages, reference, small_params):
@@ -73,7 +59,8 @@ def test_a_request_that_joins_a_running_batch_midway_gets_its_own_latents(stages
     denoiser.step([third])
     assert first.finished and second.finished and third.finished
     for state, seed in ((first, 5), (second, 6), (third, 7)):
-        torch.testing.assert_close(denoiser.result(state), _wan_pipeline_latents(reference, params, seed), **TOLERANCE)
+        expected = reference_frames(reference, params, seed, "latent")
+        torch.testing.assert_close(denoiser.result(state), expected, **TOLERANCE)
 
 
 def test_image_and_text_requests_interleave_exactly(stages, small_params):
