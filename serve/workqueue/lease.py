@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
@@ -44,6 +45,15 @@ class TenantAtLimit(Exception):
             f"(limit {limit}); retry when one completes"
         )
         self.tenant, self.unfinished, self.limit = tenant, unfinished, limit
+
+
+def encode_payload(payload: dict[str, Any]) -> str:
+    """A job's payload as compact JSON; ValueError beyond ``MAX_PAYLOAD_BYTES`` (the same rule for every queue)."""
+    data = json.dumps(payload, separators=(",", ":"))
+    if len(data) > MAX_PAYLOAD_BYTES:
+        raise ValueError(f"a work payload must stay under {MAX_PAYLOAD_BYTES} bytes (got {len(data)}): "
+                         f"put large inputs in the artifact store and pass their reference")
+    return data
 
 
 def default_consumer_name() -> str:

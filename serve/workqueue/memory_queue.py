@@ -23,9 +23,9 @@ from serve.workqueue.lease import (
     DEFAULT_MAX_DELIVERIES,
     FINISHED_LOG_LEN,
     LANES,
-    MAX_PAYLOAD_BYTES,
     Lease,
     TenantAtLimit,
+    encode_payload,
 )
 
 
@@ -89,10 +89,7 @@ class MemoryWorkQueue:
         tenant_limit: int | None = None,
     ) -> bool:
         self._check_lane(lane)
-        data = json.dumps(payload, separators=(",", ":"))
-        if len(data) > MAX_PAYLOAD_BYTES:
-            raise ValueError(f"a work payload must stay under {MAX_PAYLOAD_BYTES} bytes (got {len(data)}): "
-                             f"put large inputs in the artifact store and pass their reference")
+        data = encode_payload(payload)
         shared = self._shared
         if job_id in shared.entries or self._is_done(job_id):
             return False

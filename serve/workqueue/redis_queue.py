@@ -36,11 +36,11 @@ from serve.workqueue.lease import (
     DEFAULT_MAX_DELIVERIES,
     FINISHED_LOG_LEN,
     LANES,
-    MAX_PAYLOAD_BYTES,
     Lease,
     TenantAtLimit,
     WorkQueueUnavailable,
     default_consumer_name,
+    encode_payload,
 )
 
 log = logging.getLogger(__name__)
@@ -287,10 +287,7 @@ class RedisWorkQueue:
         tenant_limit: int | None = None,
     ) -> bool:
         self._check_lane(lane)
-        data = json.dumps(payload, separators=(",", ":"))
-        if len(data) > MAX_PAYLOAD_BYTES:
-            raise ValueError(f"a work payload must stay under {MAX_PAYLOAD_BYTES} bytes (got {len(data)}): "
-                             f"put large inputs in the artifact store and pass their reference")
+        data = encode_payload(payload)
         keys = [self.stream_key(lane), self._index_key(), self._tenant_key(tenant), self._done_key(job_id)]
         args = [job_id, data, lane, tenant or "", -1 if tenant_limit is None else tenant_limit, int(time.time() * 1000)]
         try:
