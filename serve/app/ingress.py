@@ -14,28 +14,22 @@ from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import ValidationError
 from ray import serve
 from sse_starlette.sse import EventSourceResponse
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from swagger_ui_bundle import swagger_ui_path
 
 from serve.app.api_models import VideoCreate, VideoDeleted, VideoList
 from serve.app.args import AppArgs
-from serve.app.errors import ApiError, error_body, install_error_handlers, validation_message
+from serve.app.create_body import read_create_body
+from serve.app.errors import ApiError, error_body, install_error_handlers
 from serve.app.generation import VideoService
 from serve.app.lanes import PriorityLanes
 from serve.app.progress_events import job_events, parse_last_event_id
 from serve.app.request_guard import (
-    MAX_FORM_FIELDS,
     SECURITY_HEADERS,
     check_declared_length,
     check_same_origin,
-    check_text,
     check_video_id,
-    media_type,
-    parse_json_object,
-    read_body,
 )
 from serve.app.telemetry import Telemetry
 from serve.app.topology import Topology, connect, stage_handles
@@ -123,47 +117,6 @@ CallerDep = Annotated[Caller, Depends(_caller)]
 
 def _public(job: VideoJob) -> VideoPublic:
     return job.public()
-
-
-async def _create_body(request: Request, max_bytes: int) -> tuple[VideoCreate, bytes | None]:
-    """The create body and the uploaded ``input_reference`` file, if any (multipart only)."""
-    kind = media_type(request.headers.get("content-type"))
-    body = await read_body(request, max_bytes)
-    fields: dict[str, Any]
-    image: bytes | None = None
-    if kind == "multipart/form-data":
-        fields, image = await _form_fields(request)
-    else:
-        fields = parse_json_object(body)
-    try:
-        return VideoCreate.model_validate(fields), image
-    except ValidationError as error:
-        message, param = validation_message([dict(item) for item in error.errors()])
-        raise ApiError(400, "invalid_request", message, param) from None
-
-
-async def _form_fields(request: Request) -> tuple[dict[str, Any], bytes | None]:
-    """Text fields, and the one file part allowed: ``input_reference`` (as the OpenAI SDK sends it)."""
-    try:
-        form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
-    except StarletteHTTPException as error:
-        raise ApiError(400, "invalid_form", f"the multipart form was refused: {error.detail}; send text fields and "
-                       f"at most one file, input_reference; at most {MAX_FORM_FIELDS} fields") from None
-    fields: dict[str, Any] = {}
-    image: bytes | None = None
-    for key, value in form.multi_items():
-        if isinstance(value, str):
-            if key == "input_reference[image_url]":
-                key = "input_reference"  # the SDK's {"image_url": ...} form, flattened by multipart
-            if value != "":
-                fields[key] = value
-        elif key == "input_reference":
-            image = await value.read()
-        else:
-            raise ApiError(400, "invalid_form", f"the multipart form has a file part {key[:40]!r}: the only file "
-                           "accepted is input_reference", key[:40])
-    check_text(fields)
-    return fields, image
 
 
 # -- web pages: the playground (/) and the operations page (/ops), plain static files -----------
@@ -332,7 +285,7 @@ class Ingress:
     @app.post("/v1/videos", response_model=VideoPublic, openapi_extra=_CREATE_BODY, tags=["videos"])
     async def create_video(self, request: Request, caller: CallerDep) -> VideoPublic:
         """Start generating a video; poll it with GET /v1/videos/{id}."""
-        body, image = await _create_body(request, self.args.max_body_bytes)
+        body, image = await read_create_body(request, self.args.max_body_bytes)
         if body.shared_cache and not caller.tenant.shared_cache_opt_in:
             raise ApiError(403, "shared_cache_not_allowed",
                            f"tenant {caller.name!r} may not use the shared cache pool: send shared_cache=false, or "
