@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from serve.policy import SPATIAL_MULTIPLE, TEMPORAL_FACTOR, parse_size
+from serve.step_cache import StepCache
 
 Scheduler = Literal["unipc", "dpm++"]
 
@@ -36,6 +37,9 @@ class GenerationParams(BaseModel):
     guidance_scale: float = Field(default=5.0, ge=1.0, le=20.0)
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
     scheduler: Scheduler = "unipc"
+    # Set by a degradation tier (serve/step_cache.py), not by clients: it changes the pixels, so it is
+    # in the cache key like every other field.
+    step_cache: StepCache | None = None
 
     @field_validator("prompt")
     @classmethod

@@ -13,6 +13,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from serve.jobs.model import Priority as Lane
+from serve.step_cache import StepCache
+
 Instance = Literal["primary", "backup"]
 
 SIZE_PATTERN = re.compile(r"^(\d+)x(\d+)$")
@@ -37,8 +40,25 @@ SizeText = Annotated[str, AfterValidator(_checked_size)]
 """A "WxH" string, checked wherever a model declares a size."""
 
 
+class TierRoute(BaseModel):
+    """A model version a tier moves its traffic to (a few-step distilled checkpoint deployed as its own
+    version, say), with the steps and guidance that version is meant to run at."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_version: str = Field(min_length=1, max_length=64)
+    num_inference_steps: int | None = Field(default=None, ge=1, le=100)
+    guidance_scale: float | None = Field(default=None, ge=1.0, le=20.0)
+
+
 class DegradationTier(BaseModel):
-    """Limits that one degradation tier puts on a request. ``None`` means no limit."""
+    """Limits that one degradation tier puts on a request. ``None`` means no limit.
+
+    Besides shrinking size, frames and steps, a tier may turn on step caching (``step_cache``) and move
+    requests that did not name a version to another model version (``route``). It acts only on the
+    lanes it lists: a tier for ``["realtime"]`` degrades interactive traffic while batch traffic keeps
+    full quality and waits its turn.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,6 +68,12 @@ class DegradationTier(BaseModel):
     max_size: SizeText | None = Field(default=None, description='Largest area served, as "WxH"')
     max_frames: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
+    step_cache: StepCache | None = None
+    route: TierRoute | None = None
+    lanes: tuple[Lane, ...] = Field(default=("realtime", "batch"), min_length=1)
+
+    def applies_to(self, lane: Lane) -> bool:
+        return lane in self.lanes
 
     @property
     def max_area(self) -> int | None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve.app.lanes import Lane
-from serve.app.routing import UnknownModel, apply_tier, choose_version
+from serve.app.routing import UnknownModel, apply_tier, choose_version, tier_route
 from serve.cache import cache_key, deterministic_seed, normalise_prompt
 from serve.jobs import ServedParams
 from serve.params import GenerationParams
@@ -71,7 +71,12 @@ def plan_request(
         seed = deterministic_seed(params.prompt, negative_prompt=params.negative_prompt, model_version=version)
     # Generate from the normalised prompt: the cache treats whitespace/NFKC variants as one.
     params = params.model_copy(update={"prompt": normalise_prompt(params.prompt), "seed": seed})
-    served_params, served = apply_tier(params, policy.tier)
+    # A tier may move the request to another version (a distilled one, say); the seed stays the one
+    # derived above, so every tier of the ladder draws the same noise for the same request.
+    route = tier_route(policy.tier, request.priority, request.model, versions)
+    if route is not None:
+        version = route.model_version
+    served_params, served = apply_tier(params, policy.tier, request.priority, version, route)
     scope = "shared" if request.shared_cache else f"tenant:{tenant}"
     # The image's digest joins the key: the same prompt with another first frame is another video.
     inputs = {"image": hashlib.sha256(request.image).hexdigest()} if request.image is not None else {}

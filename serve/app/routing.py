@@ -7,7 +7,16 @@ from dataclasses import dataclass, field
 
 from serve.jobs import ServedParams
 from serve.params import GenerationParams
-from serve.policy import DegradationTier, Instance, ServingPolicy, snap_frames, snap_size, snap_steps
+from serve.policy import (
+    DegradationTier,
+    Instance,
+    Lane,
+    ServingPolicy,
+    TierRoute,
+    snap_frames,
+    snap_size,
+    snap_steps,
+)
 
 
 class UnknownModel(ValueError):
@@ -34,17 +43,41 @@ def choose_version(
     return next(version for version, weight in reversed(weighted) if weight > 0)
 
 
-def apply_tier(params: GenerationParams, tier: DegradationTier) -> tuple[GenerationParams, ServedParams | None]:
-    """Fit the request into the tier's limits, on the model's size and frame grids."""
+def tier_route(tier: DegradationTier, lane: Lane, requested: str | None, loaded: list[str]) -> TierRoute | None:
+    """The tier's route, when it moves this request: the tier covers its lane, the client named no
+    version (a pinned version is served as pinned), and the route's version is served here."""
+    route = tier.route
+    if route is None or not tier.applies_to(lane) or requested is not None or route.model_version not in loaded:
+        return None
+    return route
+
+
+def apply_tier(
+    params: GenerationParams, tier: DegradationTier, lane: Lane, model_version: str, route: TierRoute | None = None
+) -> tuple[GenerationParams, ServedParams | None]:
+    """Fit the request into the tier's limits (on the model's size and frame grids), with the tier's step
+    caching, and the steps and guidance of the version it was routed to (``route``, from ``tier_route``).
+
+    A tier that does not cover ``lane`` leaves the request as asked. ``served`` is None when nothing changed.
+    """
+    if not tier.applies_to(lane):
+        return params, None
     width, height = snap_size(params.width, params.height, tier.max_area)
     frames = snap_frames(params.num_frames, tier.max_frames)
     steps = snap_steps(params.num_inference_steps, tier.max_steps)
-    if (width, height, frames, steps) == (params.width, params.height, params.num_frames, params.num_inference_steps):
+    guidance = params.guidance_scale
+    if route is not None:
+        steps = snap_steps(steps, route.num_inference_steps)
+        guidance = guidance if route.guidance_scale is None else route.guidance_scale
+    update = {"width": width, "height": height, "num_frames": frames, "num_inference_steps": steps,
+              "guidance_scale": guidance, "step_cache": tier.step_cache}
+    served = params.model_copy(update=update)
+    if served == params and route is None:
         return params, None
-    served = params.model_copy(
-        update={"width": width, "height": height, "num_frames": frames, "num_inference_steps": steps}
+    return served, ServedParams(
+        tier=tier.name, size=served.size, num_frames=frames, num_inference_steps=steps, model_version=model_version,
+        guidance_scale=guidance, step_cache=None if tier.step_cache is None else tier.step_cache.label,
     )
-    return served, ServedParams(tier=tier.name, size=served.size, num_frames=frames, num_inference_steps=steps)
 
 
 @dataclass

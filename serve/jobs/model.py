@@ -31,12 +31,17 @@ class JobError(BaseModel):
 
 
 class ServedParams(BaseModel):
-    """What was actually generated when a degradation tier changed the request."""
+    """What was actually generated when a degradation tier changed the request: with which model version,
+    at which size, frames, steps and guidance, and with which step caching ("first_block@0.05"), if any."""
 
     tier: str
     size: str
     num_frames: int
     num_inference_steps: int
+    # None in jobs stored before these were recorded.
+    model_version: str | None = None
+    guidance_scale: float | None = None
+    step_cache: str | None = None
 
 
 class VideoPublic(BaseModel):

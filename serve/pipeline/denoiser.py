@@ -17,6 +17,7 @@ gets alone.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from serve.params import Scheduler
 from serve.pipeline.device import dtype_for, pick_device, quiet_loading, release_cached_memory
 from serve.pipeline.text_encoder import PromptEmbeddings
+from serve.step_cache import StepCache, StepCacheHooks
 
 if TYPE_CHECKING:
     import torch
@@ -44,13 +46,15 @@ class LatentShape:
     num_inference_steps: int
     guidance_scale: float
     scheduler: Scheduler = "unipc"
+    step_cache: StepCache | None = None
 
     @property
-    def batch_key(self) -> tuple[int, int, int, bool]:
-        """Requests with equal keys can share a transformer batch at any step: one latent grid, and
-        guidance on for all or off for all. Step counts, guidance scales and schedulers may differ:
-        every sample carries its own timestep (``expand_timesteps``), scale and scheduler."""
-        return (self.width, self.height, self.num_frames, self.guidance_scale > 1.0)
+    def batch_key(self) -> tuple[int, int, int, StepCache | None, bool]:
+        """Requests with equal keys can share a transformer batch at any step: one latent grid, one
+        step-caching setting (its hooks act on the whole batch), and guidance on for all or off for all.
+        Step counts, guidance scales and schedulers may differ: every sample carries its own timestep
+        (``expand_timesteps``), scale and scheduler."""
+        return (self.width, self.height, self.num_frames, self.step_cache, self.guidance_scale > 1.0)
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,9 @@ class DenoiseState:
     cond: torch.Tensor
     uncond: torch.Tensor | None
     done: int = 0
+    # Unique for the Denoiser's lifetime (an id() could be reused): names the step groups whose
+    # step-caching state must not reach another group.
+    serial: int = 0
 
     @property
     def total(self) -> int:
@@ -125,6 +132,8 @@ class Denoiser:
         self.expand_timesteps: bool = bool(model_index.get("expand_timesteps", False))
         # cache_context and step-caching hooks keep state on the transformer: one step at a time.
         self._lock = threading.Lock()
+        self.step_cache = StepCacheHooks(self.transformer)
+        self._serials = itertools.count(1)
 
     def make_scheduler(self, name: Scheduler) -> Any:
         """A fresh scheduler per request: multistep schedulers keep per-run state."""
@@ -192,6 +201,7 @@ class Denoiser:
                 condition=condition,
                 cond=request.embeddings.cond.to(self.device, self.dtype),
                 uncond=None if uncond is None else uncond.to(self.device, self.dtype),
+                serial=next(self._serials),
             )
 
     def step(self, states: list[DenoiseState]) -> None:
@@ -200,6 +210,8 @@ class Denoiser:
         The states may be at different steps, have different step counts, guidance scales, schedulers
         and seeds, and mix text- and image-to-video: only ``LatentShape.batch_key`` must agree. Every
         sample's noise prediction is the one it gets alone, and its scheduler steps only its latents.
+        With step caching (``LatentShape.step_cache``) a sample's prediction may instead reuse what the
+        same group computed at its previous step; a group without it runs the model with no hooks.
         """
         key = states[0].request.shape.batch_key
         if any(state.request.shape.batch_key != key for state in states):
@@ -208,6 +220,7 @@ class Denoiser:
             raise ValueError("a finished request was stepped again")
         torch = self._torch
         with self._lock, torch.inference_mode():
+            self.step_cache.prepare(states[0].request.shape.step_cache, tuple(state.serial for state in states))
             timesteps = [state.scheduler.timesteps[state.done] for state in states]
             model_input = torch.cat([self._model_input(state) for state in states]).to(self.dtype)
             timestep = torch.cat([self._timestep(state, t) for state, t in zip(states, timesteps, strict=True)])

@@ -31,6 +31,7 @@ def shape_of(params: GenerationParams) -> LatentShape:
         num_inference_steps=params.num_inference_steps,
         guidance_scale=params.guidance_scale,
         scheduler=params.scheduler,
+        step_cache=params.step_cache,
     )
 
 

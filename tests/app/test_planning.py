@@ -9,7 +9,8 @@ import pytest
 from serve.app.api_models import VideoCreate
 from serve.app.errors import ApiError
 from serve.app.planning import Plan, plan_request
-from serve.policy import DegradationTier, ServingPolicy
+from serve.policy import DegradationTier, ServingPolicy, TierRoute
+from serve.step_cache import StepCache
 from serve.tenancy import compute_units
 
 VERSIONS = ["stable", "candidate"]
@@ -97,3 +98,46 @@ def test_the_plan_costs_what_was_requested_not_what_a_tier_serves():
     assert plan.compute_units == pytest.approx(compute_units(plan.requested))
     assert plan.compute_units == pytest.approx(512 * 256 / (1280 * 704) * 17 / 121 * 20 / 50)
     assert compute_units(plan.params) < plan.compute_units
+
+
+# -- the quality ladder: step caching, a routed version, tiers per lane ----------------------------
+
+FIRST_BLOCK = StepCache(method="first_block", threshold=0.1)
+DISTILLED = DegradationTier(name="distilled", level=2, step_cache=FIRST_BLOCK, lanes=("realtime",),
+                            route=TierRoute(model_version="candidate", num_inference_steps=4, guidance_scale=1.0))
+
+
+def test_a_step_caching_tier_puts_its_setting_in_the_plan_the_served_record_and_the_cache_key():
+    tier = DegradationTier(name="cached", level=1, step_cache=FIRST_BLOCK)
+    plan = _plan(ServingPolicy(weights={"stable": 100}, tier=tier))
+    assert plan.params.step_cache == FIRST_BLOCK and plan.requested.step_cache is None
+    assert plan.served is not None and plan.served.step_cache == "first_block@0.1"
+    assert plan.key != _plan().key
+
+
+def test_a_tier_routes_realtime_requests_to_its_version_with_that_versions_steps_and_guidance():
+    plan = _plan(ServingPolicy(weights={"stable": 100}, tier=DISTILLED), num_inference_steps=30)
+    assert plan.model_version == "candidate"
+    assert (plan.params.num_inference_steps, plan.params.guidance_scale) == (4, 1.0)
+    assert plan.served is not None
+    assert (plan.served.model_version, plan.served.tier, plan.served.num_inference_steps, plan.served.step_cache) == (
+        "candidate", "distilled", 4, "first_block@0.1")
+    assert plan.params.seed == _plan(num_inference_steps=30).params.seed
+
+
+def test_batch_requests_keep_full_quality_under_a_realtime_only_tier():
+    plan = _plan(ServingPolicy(weights={"stable": 100}, tier=DISTILLED), priority="batch", num_inference_steps=30)
+    assert plan.model_version == "stable" and plan.served is None
+    assert plan.params == _plan(priority="batch", num_inference_steps=30).params
+
+
+def test_a_request_that_names_its_version_is_not_rerouted():
+    plan = _plan(ServingPolicy(weights={"stable": 100}, tier=DISTILLED), model="stable")
+    assert plan.model_version == "stable"
+    assert plan.served is not None and plan.served.model_version == "stable"
+
+
+def test_a_route_to_a_version_not_served_here_keeps_the_weighted_version():
+    tier = DISTILLED.model_copy(update={"route": TierRoute(model_version="fastwan", num_inference_steps=4)})
+    plan = _plan(ServingPolicy(weights={"stable": 100}, tier=tier), num_inference_steps=30)
+    assert plan.model_version == "stable" and plan.params.num_inference_steps == 30
