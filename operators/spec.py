@@ -12,13 +12,29 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
-from serve.policy import DEFAULT_TIERS, DegradationTier, SizeText
+from serve.policy import DEFAULT_TIERS, DegradationTier, Lane, SizeText, TierRoute
+from serve.step_cache import StepCache
 
 
 class SpecModel(BaseModel):
     """Base for spec models: camelCase aliases, unknown fields rejected, frozen."""
 
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
+
+
+class StepCacheSpec(SpecModel):
+    """A tier's step caching (serve/step_cache.py): diffusers' hook and the threshold it skips under."""
+
+    method: Literal["first_block"] = "first_block"
+    threshold: float = Field(default=0.05, gt=0.0, le=1.0)
+
+
+class TierRouteSpec(SpecModel):
+    """The model version a tier moves traffic to, and the steps and guidance that version runs at."""
+
+    model_version: str = Field(min_length=1, max_length=64)
+    num_inference_steps: int | None = Field(default=None, ge=1, le=100)
+    guidance_scale: float | None = Field(default=None, ge=1.0, le=20.0)
 
 
 class TierSpec(SpecModel):
@@ -28,6 +44,10 @@ class TierSpec(SpecModel):
     max_size: SizeText | None = None
     max_frames: int | None = Field(default=None, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
+    step_cache: StepCacheSpec | None = None
+    route: TierRouteSpec | None = None
+    # The lanes the tier degrades; the others keep full quality.
+    lanes: tuple[Lane, ...] = Field(default=("realtime", "batch"), min_length=1)
     # The first tier is the undegraded base: it has no thresholds.
     enter_load: float | None = Field(default=None, gt=0)
     exit_load: float | None = Field(default=None, ge=0)
@@ -36,7 +56,9 @@ class TierSpec(SpecModel):
         """The data plane's tier; ``level`` is this tier's position in the list (0 = undegraded)."""
         return DegradationTier(
             name=self.name, level=level, max_size=self.max_size, max_frames=self.max_frames,
-            max_steps=self.max_steps,
+            max_steps=self.max_steps, lanes=self.lanes,
+            step_cache=None if self.step_cache is None else StepCache(**self.step_cache.model_dump()),
+            route=None if self.route is None else TierRoute(**self.route.model_dump()),
         )
 
 

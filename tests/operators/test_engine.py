@@ -18,7 +18,7 @@ def test_policy_carries_tier_limits_weights_and_instances() -> None:
     snapshot = busy(0, 3, 2, instances={"v1": {"primary": InstanceHealth(3, True), "backup": InstanceHealth(0, True)}},
                     traffic={"v1": VersionTraffic(10)})
     decision = decide(None, snapshot, SPEC, 0.0)
-    assert decision.policy.tier.model_dump() == {
+    assert decision.policy.tier.model_dump(exclude_defaults=True) == {
         "name": "minimal", "level": 2, "max_size": "320x256", "max_frames": 9, "max_steps": 10
     }  # load (3 + 2) / 4 = 1.25 >= 1.2
     assert decision.policy.weights == {"v1": 95.0, "v2": 5.0}

@@ -47,3 +47,32 @@ def test_bad_spec_names_the_field(raw: dict[str, object], names: str) -> None:
     with pytest.raises(SpecError) as error:
         parse_spec(raw)
     assert names in str(error.value)
+
+
+def test_a_tier_with_step_caching_a_route_and_lanes_reaches_the_data_plane_tier() -> None:
+    spec = parse_spec({"tiers": [
+        {"name": "full"},
+        {"name": "fast", "enterLoad": 1.0, "exitLoad": 0.5, "lanes": ["realtime"],
+         "stepCache": {"method": "first_block", "threshold": 0.1},
+         "route": {"modelVersion": "fastwan", "numInferenceSteps": 4, "guidanceScale": 1.0}},
+    ]})
+    tier = spec.tiers[1].to_degradation_tier(1)
+    assert tier.lanes == ("realtime",)
+    assert tier.step_cache is not None and tier.step_cache.label == "first_block@0.1"
+    assert tier.route is not None
+    assert (tier.route.model_version, tier.route.num_inference_steps, tier.route.guidance_scale) == ("fastwan", 4, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("tier", "names"),
+    [
+        ({"stepCache": {"threshold": 0}}, "stepCache.threshold"),
+        ({"stepCache": {"method": "teacache"}}, "stepCache.method"),
+        ({"route": {"numInferenceSteps": 4}}, "route.modelVersion"),
+        ({"lanes": ["interactive"]}, "lanes.0"),
+    ],
+)
+def test_a_bad_quality_knob_names_its_field(tier: dict[str, object], names: str) -> None:
+    with pytest.raises(SpecError) as error:
+        parse_spec({"tiers": [{"name": "full"}, {"name": "x", "enterLoad": 1, "exitLoad": 0.5, **tier}]})
+    assert names in str(error.value)
