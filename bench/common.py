@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import subprocess
@@ -200,10 +201,26 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, timeout_s: float, pol
     return {"status": "lost"}
 
 
+async def follow_events(client: httpx.AsyncClient, job_id: str, timeout_s: float) -> dict[str, Any]:
+    """The job's last event on ``GET /v1/videos/{id}/events`` (SSE): how a client waits without polling."""
+    last: dict[str, Any] = {"status": "lost"}
+    try:
+        async with asyncio.timeout(timeout_s), client.stream("GET", f"/v1/videos/{job_id}/events") as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data:"):
+                    last = json.loads(line[5:])
+                    if last.get("status") in ("completed", "failed", "gone"):
+                        break
+    except (httpx.HTTPError, TimeoutError):
+        return {"status": "lost"}
+    return last
+
+
 async def run_job(
-    client: httpx.AsyncClient, body: dict[str, Any], timeout_s: float = 300.0, poll_s: float = 0.02
+    client: httpx.AsyncClient, body: dict[str, Any], timeout_s: float = 300.0, poll_s: float = 0.02,
+    follow: str = "poll",
 ) -> Outcome:
-    """POST a video and follow it to its end; latency is POST to completed."""
+    """POST a video and follow it to its end (polling, or ``follow="events"``); latency is POST to completed."""
     outcome = Outcome(status=0)
     try:
         response = await client.post("/v1/videos", json=body)
@@ -215,7 +232,10 @@ async def run_job(
     video = response.json()
     outcome.job_id = video["id"]
     if video["status"] not in ("completed", "failed"):
-        video = await wait_job(client, video["id"], timeout_s, poll_s)
+        if follow == "events":
+            video = await follow_events(client, video["id"], timeout_s)
+        else:
+            video = await wait_job(client, video["id"], timeout_s, poll_s)
     outcome.final = video["status"]
     outcome.error_code = (video.get("error") or {}).get("code")
     outcome.error_message = (video.get("error") or {}).get("message")

@@ -38,6 +38,9 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("wanserve_request_latency_seconds", "histogram", "Create-to-completed latency of a video.",
                ("lane", "model_version", "tenant")),
     MetricSpec("wanserve_stage_latency_seconds", "histogram", "Time of one request in a stage.", ("stage",)),
+    MetricSpec("wanserve_router_hop_seconds", "histogram",
+               "Router time of a job outside the model stages, by hop (claim_wait, artifact_save, job_write, "
+               "cache_write).", ("hop",)),
     MetricSpec("wanserve_denoiser_steps_total", "counter",
                "Transformer steps the Denoiser ran; a step shared by a batch counts once.", ("lane",)),
     MetricSpec("wanserve_denoiser_request_steps_total", "counter",

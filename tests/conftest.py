@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from serve.local_redis import RedisProcess, find_redis_server, free_port
+from tests.s3_support import LocalS3
 
 _INSTALL_HINT = (
     "redis-server not found: the tests need a real Redis. Install it with `make services` "
@@ -135,3 +137,22 @@ def local_app(
     yield LocalApp(url=url, stable_version=args.model_version, candidate_version=CANDIDATE_VERSION,
                    api_keys_file=args.api_keys_file, key=key, admin_key=admin_key)
     local.stop()
+
+
+# -- a local S3-compatible store (moto's server) for the artifact tests ---------------------------
+
+
+@pytest.fixture(scope="session")
+def local_s3() -> Iterator[LocalS3]:
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
+    server = LocalS3()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(local_s3: LocalS3) -> LocalS3:
+    """The running local S3 (restarted if a test that stopped it failed)."""
+    local_s3.start()
+    return local_s3

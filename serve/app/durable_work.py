@@ -109,6 +109,12 @@ class DurableWork:
         """Jobs this replica holds now (running or waiting in its lanes), per lane."""
         return {lane: sum(loop.running[lane] for loop in self.loops) for lane in self.capacity}
 
+    def resize(self, capacity: Mapping[str, int]) -> None:
+        """Claim up to ``capacity`` per lane from now on (the router's capacity changed)."""
+        self.capacity = dict(capacity)
+        for loop in self.loops:
+            loop.resize(self.capacity)
+
     async def drain(self, timeout_s: float) -> int:
         """Stop claiming, let held jobs finish for up to ``timeout_s``, hand the rest back; returns how many."""
         handed = sum(await asyncio.gather(*(loop.drain(timeout_s) for loop in self.loops)))
@@ -207,7 +213,9 @@ class DurableWork:
                 await self._fail(queue, lease, "input_reference_unavailable",
                                  f"the job's input_reference image could not be read back ({error}); submit it again")
                 return
-        started = time.monotonic() - max(0.0, time.time() - work.accepted_at)
+        waited = max(0.0, time.time() - work.accepted_at)
+        self.metrics.observe_hop("claim_wait", waited)
+        started = time.monotonic() - waited
         await self.execution.run(job, plan, started, self._refunds.get(job.id), self._decider(queue, lease))
         await self._forget(job.id, work)
 

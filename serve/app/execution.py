@@ -177,7 +177,8 @@ class Execution:
         if not await complete_once(job.id, fields["status"]):
             log.info("job %s was finished by another router replica; its outcome stands", job.id)
             return
-        await self.store.update(job.id, completed_at=int(time.time()), **fields)
+        with self.metrics.hop("job_write"):
+            await self.store.update(job.id, completed_at=int(time.time()), **fields)
         self.metrics.finish(fields["status"], plan, job.tenant, started)
         if fields["status"] == "failed" and refund is not None:
             await refund()
@@ -209,8 +210,10 @@ class Execution:
                     artifact = await self._on_instance(plan, leader.id)
             finally:
                 self._leaders.pop(plan.key, None)
-            result = await self._save(plan, leader, artifact)
-            await self.cache.put(plan.key, result, self.cache_ttl_seconds)
+            with self.metrics.hop("artifact_save"):
+                result = await self._save(plan, leader, artifact)
+            with self.metrics.hop("cache_write"):
+                await self.cache.put(plan.key, result, self.cache_ttl_seconds)
             return result
 
     async def _finished_elsewhere(self, key: str, other: str, leader: VideoJob) -> CachedResult | None:
@@ -287,8 +290,9 @@ class Execution:
         raise AssertionError("unreachable")
 
     async def _broadcast(self, key: str, **fields: Any) -> None:
-        for job_id in list(self._watchers.get(key, ())):
-            await self.store.update(job_id, **fields)
+        with self.metrics.hop("job_write"):
+            for job_id in list(self._watchers.get(key, ())):
+                await self.store.update(job_id, **fields)
 
 
 def _cancelled_from_outside() -> bool:

@@ -20,6 +20,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from serve.app.api_models import VideoCreate, VideoDeleted, VideoList
 from serve.app.args import AppArgs
+from serve.app.capacity import StageCapacity, lane_capacity
 from serve.app.create_body import read_create_body
 from serve.app.errors import ApiError, error_body, install_error_handlers
 from serve.app.generation import VideoService
@@ -34,7 +35,7 @@ from serve.app.request_guard import (
 from serve.app.telemetry import Telemetry
 from serve.app.topology import Topology, connect, stage_handles
 from serve.artifacts import ArtifactStoreUnavailable, artifact_store_from_env
-from serve.jobs import VideoJob, VideoPublic
+from serve.jobs import JobChanges, NotifyingJobStore, VideoJob, VideoPublic
 from serve.policy import ServingPolicy
 from serve.policy_store import PolicyFollower, PolicyStore, PolicyStoreError
 from serve.redis_link import RedisLink
@@ -167,11 +168,13 @@ class Ingress:
         self.tenants = TenantRegistry(
             self.args.api_keys_file, overrides=self.args.tenants, default_quotas=self.args.default_quotas
         )
+        # Wakes this replica's event streams when it writes their job.
+        self.job_changes = JobChanges()
         self.service = VideoService(
             versions=[version.name for version in self.args.versions],
             # The stage applications arrive with the topology, in reconfigure.
             instances={},
-            store=self._job_store(),
+            store=NotifyingJobStore(self._job_store(), self.job_changes),
             cache=self._result_cache(),
             lanes=PriorityLanes(
                 capacity=self.args.lanes.capacity,
@@ -254,7 +257,10 @@ class Ingress:
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve calls this with the deployment's user_config: the topology (which stage applications
-        exist) lands here, without a restart when it changes. The policy comes from the policy store."""
+        exist) and the stages' sizing the capacity derives from land here, without a restart when they
+        change. The policy comes from the policy store."""
+        if user_config.get("capacity") is not None:
+            self.service.set_capacity(lane_capacity(StageCapacity.model_validate(user_config["capacity"])))
         if user_config.get("topology") is not None:
             topology = Topology.model_validate(user_config["topology"])
             instances = connect(topology, self.service.instances, stage_handles)
@@ -355,6 +361,7 @@ class Ingress:
             lambda: self.service.store.get(video_id, tenant=caller.name),
             last_seen=parse_last_event_id(request.headers.get("last-event-id")),
             waiting_in_lane=lambda job: self.service.lanes.queue_depth(job.priority),
+            changes=self.job_changes.listen(video_id),
         )
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store"})
 

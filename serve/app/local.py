@@ -43,9 +43,15 @@ def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, num_cpus: in
     return f"http://{host}:{port}"
 
 
-def deploy(args: AppArgs, name: str = APP_NAME, route_prefix: str = "/") -> None:
+def deploy(
+    args: AppArgs, name: str = APP_NAME, route_prefix: str = "/", router_env: dict[str, str] | None = None
+) -> None:
     """Deploy (or change) the router ``name`` and its stage applications, keeping every other
-    application this Serve instance runs from a config. Returns without waiting: see ``wait_ready``."""
+    application this Serve instance runs from a config. Returns without waiting: see ``wait_ready``.
+
+    ``router_env``: environment variables of the router's replicas only (its ``runtime_env``, as a
+    RayService's ``serveConfigV2`` may set per application), e.g. the artifact store it writes to.
+    """
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
 
@@ -53,6 +59,8 @@ def deploy(args: AppArgs, name: str = APP_NAME, route_prefix: str = "/") -> None
 
     client = _get_global_client()
     ours = serve_applications(args, name, route_prefix)
+    if router_env:
+        ours[0]["runtime_env"] = {"env_vars": router_env}
     deployed = _deployed_configs(client)
     # A declarative deploy replaces the whole set: carry over the other routers and their stage apps.
     kept = [app for app in deployed if app["name"] not in _owned_by(name, deployed)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any
 
 from sse_starlette.sse import ServerSentEvent
@@ -48,10 +49,28 @@ async def job_events(
     *,
     last_seen: int = -1,
     waiting_in_lane: Callable[[VideoJob], int | None] = lambda _job: None,
+    changes: AbstractContextManager[asyncio.Event] | None = None,
     poll_s: float = 0.1,
 ) -> AsyncIterator[ServerSentEvent]:
-    """Events for one job, from after ``last_seen`` until its outcome."""
+    """Events for one job, from after ``last_seen`` until its outcome.
+
+    ``changes`` (`JobChanges.listen`) wakes the stream when this replica writes the job; without a
+    wake-up the store is read again every ``poll_s`` (the job may run on another replica).
+    """
+    with changes if changes is not None else nullcontext(asyncio.Event()) as changed:
+        async for event in _events(fetch, last_seen, waiting_in_lane, changed, poll_s):
+            yield event
+
+
+async def _events(
+    fetch: Callable[[], Awaitable[VideoJob | None]],
+    last_seen: int,
+    waiting_in_lane: Callable[[VideoJob], int | None],
+    changed: asyncio.Event,
+    poll_s: float,
+) -> AsyncIterator[ServerSentEvent]:
     while True:
+        changed.clear()  # before reading: a change written after the read wakes the wait below
         job = await fetch()
         if job is None:
             yield ServerSentEvent(data=json.dumps({"status": "gone"}), event="gone")
@@ -64,4 +83,5 @@ async def job_events(
             yield _event(job, extra)
         if job.status in FINAL:
             return
-        await asyncio.sleep(poll_s)
+        with suppress(TimeoutError):
+            await asyncio.wait_for(changed.wait(), poll_s)

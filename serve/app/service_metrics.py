@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from serve.app.planning import Plan
 from serve.app.telemetry import Telemetry
@@ -11,7 +12,8 @@ from serve.policy import ServingPolicy
 
 
 class ServiceMetrics:
-    """``wanserve_requests_total`` and ``wanserve_request_latency_seconds``, labelled safely."""
+    """``wanserve_requests_total``, ``wanserve_request_latency_seconds`` (labelled safely) and the router's
+    own hops, ``wanserve_router_hop_seconds``."""
 
     def __init__(
         self,
@@ -45,3 +47,15 @@ class ServiceMetrics:
             self.telemetry.observe("wanserve_request_latency_seconds",
                                    (plan.lane, plan.model_version, self._tenant_label(tenant)),
                                    time.monotonic() - started)
+
+    def observe_hop(self, hop: str, seconds: float) -> None:
+        self.telemetry.observe("wanserve_router_hop_seconds", (hop,), seconds)
+
+    @contextmanager
+    def hop(self, hop: str) -> Iterator[None]:
+        """Time the block as router hop ``hop`` (also when it raises)."""
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.observe_hop(hop, time.perf_counter() - started)

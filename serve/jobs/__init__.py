@@ -6,6 +6,7 @@ every job; it also writes through to an in-process copy so a Redis outage loses 
 told about, and pushes what it wrote during the outage to Redis once Redis is back.
 """
 
+from serve.jobs.changes import JobChanges, NotifyingJobStore
 from serve.jobs.memory import MemoryJobStore
 from serve.jobs.model import (
     DEFAULT_TTL_SECONDS,
@@ -27,12 +28,14 @@ __all__ = [
     "DEFAULT_TTL_SECONDS",
     "ContentVariant",
     "JobBacklogFull",
+    "JobChanges",
     "JobError",
     "JobPage",
     "JobStatus",
     "JobStore",
     "ListOrder",
     "MemoryJobStore",
+    "NotifyingJobStore",
     "Priority",
     "RedisJobStore",
     "ServedParams",

@@ -1,9 +1,12 @@
-"""Durable work on real Ray Serve: a second router app beside the session's, with two Ingress replicas.
+"""Durable work on real Ray Serve: a second router app beside the session's, shaped like a cluster's.
 
-Its jobs share the session's Redis and have their own queue (``wanserve:{work:durable}``); leases are
-5 s. The drill of issue 13 runs here: an Ingress replica is killed (``ray.kill`` of its actor, Serve
-starts another) with jobs in flight, and every job ends completed, recorded once. It runs last: the
-killed replica's generations run on in the stages for nobody, which would blur the Denoiser counts.
+It has two Ingress replicas and keeps its videos in an S3-compatible object store (moto's server,
+which stands in for S3 here), so its content answers redirect to presigned URLs. Its jobs share the
+session's Redis and have their own queue (``wanserve:{work:durable}``); leases are 5 s.
+
+The drill of issue 13 runs here: an Ingress replica is killed (``ray.kill`` of its actor, Serve starts
+another) with jobs in flight, and every job ends completed, recorded once. It runs last: the killed
+replica's generations run on in the stages for nobody, which would blur the Denoiser counts.
 """
 
 from __future__ import annotations
@@ -19,8 +22,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.app.helpers import small_body, wait_done
+from tests.app.helpers import small_body, unique_prompt, wait_done
 from tests.conftest import ROOMY_QUOTAS, LocalApp
+from tests.s3_support import LocalS3, s3_env
 
 pytestmark = pytest.mark.integration
 
@@ -34,6 +38,8 @@ class DurableApp:
     url: str
     keys: dict[str, str]
     redis_url: str
+    s3: LocalS3
+    bucket: str
 
     def redis(self) -> Any:
         import redis
@@ -41,12 +47,14 @@ class DurableApp:
         return redis.Redis.from_url(self.redis_url)
 
     def client(self, tenant: str = "tests") -> httpx.Client:
-        return httpx.Client(base_url=self.url, timeout=60, headers={"Authorization": f"Bearer {self.keys[tenant]}"})
+        # Content answers are redirects to the object store: follow them (httpx drops the key on the way).
+        return httpx.Client(base_url=self.url, timeout=60, follow_redirects=True,
+                            headers={"Authorization": f"Bearer {self.keys[tenant]}"})
 
 
 @pytest.fixture(scope="module")
 def durable_app(
-    local_app: LocalApp, redis_server: Any, tmp_path_factory: pytest.TempPathFactory
+    local_app: LocalApp, redis_server: Any, local_s3: LocalS3, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DurableApp]:
     from ray import serve
 
@@ -65,11 +73,12 @@ def durable_app(
         work=WorkArgs(lease_s=5.0), api_keys_file=str(keys_path), admin_key=local_app.admin_key,
         default_quotas=TenantQuotas(**ROOMY_QUOTAS),  # type: ignore[arg-type]
     )
-    local.deploy(args, name=APP, route_prefix=f"/{APP}")
+    bucket = local_s3.new_bucket()
+    local.deploy(args, name=APP, route_prefix=f"/{APP}", router_env=s3_env(local_s3, f"s3://{bucket}/videos"))
     url = f"{local_app.url}/{APP}"
     local.wait_ready(url)
     _wait_for_both_ingress_replicas()
-    yield DurableApp(url, {"tests": local_app.key, "two-at-once": quota_key}, redis_server.url)
+    yield DurableApp(url, {"tests": local_app.key, "two-at-once": quota_key}, redis_server.url, local_s3, bucket)
     for name in [APP, *(app.app_name for app in args.topology(APP).apps)]:
         serve.delete(name)
 
@@ -139,6 +148,30 @@ def test_the_same_prompt_sent_to_two_router_replicas_at_once_is_generated_once(d
         if len({by[video["id"]] for video in finished}) == 2:
             return
     raise AssertionError("three bursts never reached both router replicas")
+
+
+def test_the_openai_sdk_downloads_a_video_kept_in_object_storage_through_the_redirect(
+    durable_app: DurableApp,
+) -> None:
+    from openai import OpenAI
+
+    sdk = OpenAI(base_url=f"{durable_app.url}/v1", api_key=durable_app.keys["tests"])
+    video = sdk.videos.create_and_poll(prompt=unique_prompt(), size="128x64",  # type: ignore[arg-type]
+                                       extra_body={"num_frames": 5, "num_inference_steps": 2})
+    assert video.status == "completed"
+    with durable_app.client() as client:
+        answer = client.get(f"/v1/videos/{video.id}/content", follow_redirects=False)
+    assert answer.status_code == 307  # not streamed through the router: the client fetches from the store
+    location = answer.headers["location"]
+    assert location.startswith(f"{durable_app.s3.endpoint_url}/{durable_app.bucket}/videos/")
+    assert "X-Amz-Signature=" in location and "X-Amz-Expires=" in location
+    content = sdk.videos.download_content(video.id).read()
+    assert content[4:8] == b"ftyp"  # an mp4, and the very object the job points to
+    key = location.split("?", 1)[0].removeprefix(f"{durable_app.s3.endpoint_url}/{durable_app.bucket}/")
+    stored = durable_app.s3.client().get_object(Bucket=durable_app.bucket, Key=key)["Body"].read()
+    assert content == stored
+    thumbnail = sdk.videos.download_content(video.id, variant="thumbnail").read()
+    assert thumbnail[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_two_router_replicas_hold_a_tenant_to_its_concurrent_job_quota(durable_app: DurableApp) -> None:

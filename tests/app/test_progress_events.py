@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
 import pytest
 
 from serve.app.progress_events import event_id, job_events, parse_last_event_id
-from serve.jobs import JobError, VideoJob
+from serve.jobs import JobChanges, JobError, MemoryJobStore, NotifyingJobStore, VideoJob
 from tests.app.helpers import small_body
 
 
@@ -58,6 +59,24 @@ async def test_last_event_id_resumes_after_what_was_seen():
 
 async def test_a_job_that_disappears_ends_the_stream():
     assert [event.event for event in await _collect(_feed(None))] == ["gone"]
+
+
+async def test_a_change_written_on_this_replica_wakes_the_stream_without_waiting_for_the_poll():
+    changes = JobChanges()
+    store = NotifyingJobStore(MemoryJobStore(), changes)
+    job = await store.create(_job())
+    # A poll an hour apart: every event after the first can only come from the wake-up.
+    stream = job_events(lambda: store.get(job.id), changes=changes.listen(job.id), poll_s=3600)
+    assert (await anext(stream)).event == "queued"
+    pending = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    await store.update(job.id, status="in_progress", progress=10)
+    assert (await asyncio.wait_for(pending, 30)).event == "in_progress"
+    await store.update(job.id, status="completed", progress=100)
+    assert (await asyncio.wait_for(anext(stream), 30)).event == "completed"
+    with pytest.raises(StopAsyncIteration):
+        await anext(stream)
+    assert len(changes) == 0  # the ended stream stopped listening
 
 
 def test_a_foreign_last_event_id_means_from_the_start():

@@ -32,7 +32,7 @@ from serve.redis_link import RedisLink
 
 if TYPE_CHECKING:
     from tests.conftest import RedisServer
-    from tests.serve.conftest import LocalS3
+    from tests.s3_support import LocalS3
 
 on_session_loop = pytest.mark.asyncio(loop_scope="session")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -20,9 +19,7 @@ from serve.artifacts import (
     artifact_store_from_env,
 )
 from serve.redis_link import RedisLink
-
-if TYPE_CHECKING:
-    from tests.serve.conftest import LocalS3
+from tests.s3_support import LocalS3, s3_env
 
 on_session_loop = pytest.mark.asyncio(loop_scope="session")
 
@@ -32,19 +29,6 @@ async def link(redis_url: str) -> AsyncIterator[RedisLink]:
     redis_link = RedisLink(redis_url)
     yield redis_link
     await redis_link.aclose()
-
-
-def s3_env(s3: LocalS3, store: str, **extra: str) -> dict[str, str]:
-    from tests.serve.conftest import CREDENTIALS, REGION
-
-    return {
-        "WANSERVE_ARTIFACT_STORE": store,
-        "AWS_ENDPOINT_URL": s3.endpoint_url,
-        "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
-        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
-        "AWS_REGION": REGION,
-        **extra,
-    }
 
 
 def test_unset_without_redis_is_memory() -> None:

@@ -7,14 +7,12 @@ test can stop it (connections refused, as with a dead store) and start it again.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import boto3
-import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
@@ -74,17 +72,13 @@ class LocalS3:
         return sorted(item["Key"] for item in listing.get("Contents", []))
 
 
-@pytest.fixture(scope="session")
-def local_s3() -> Iterator[LocalS3]:
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-    server = LocalS3()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def s3(local_s3: LocalS3) -> LocalS3:
-    """The running local S3 (restarted if a test that stopped it failed)."""
-    local_s3.start()
-    return local_s3
+def s3_env(s3: LocalS3, store: str, **extra: str) -> dict[str, str]:
+    """The environment a service reads to keep its artifacts in ``store`` on this local S3."""
+    return {
+        "WANSERVE_ARTIFACT_STORE": store,
+        "AWS_ENDPOINT_URL": s3.endpoint_url,
+        "AWS_ACCESS_KEY_ID": CREDENTIALS["aws_access_key_id"],
+        "AWS_SECRET_ACCESS_KEY": CREDENTIALS["aws_secret_access_key"],
+        "AWS_REGION": REGION,
+        **extra,
+    }
