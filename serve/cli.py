@@ -88,6 +88,32 @@ def _tiny_checkpoint(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_model(args: argparse.Namespace) -> int:
+    from serve.pipeline.model_files import IncompleteModel, require_complete
+
+    for directory in args.directories:
+        try:
+            require_complete(directory)
+        except IncompleteModel as error:
+            print(f"wanserve: {error}", file=sys.stderr)
+            return 1
+        print(f"{directory}: complete")
+    return 0
+
+
+def _download_model(args: argparse.Namespace) -> int:
+    from serve.pipeline.model_download import download_model
+    from serve.pipeline.model_files import IncompleteModel
+
+    try:
+        path = download_model(args.repo, args.revision, args.directory)
+    except IncompleteModel as error:
+        print(f"wanserve: the download finished but {error}", file=sys.stderr)
+        return 1
+    print(f"{args.repo}@{args.revision} downloaded to {path}: complete")
+    return 0
+
+
 def _serve(args: argparse.Namespace) -> int:
     import signal
     import threading
@@ -236,6 +262,17 @@ def build_parser() -> argparse.ArgumentParser:
     tiny.add_argument("directory")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(handler=_tiny_checkpoint)
+
+    check = commands.add_parser("check-model", help="check that diffusers-format model directories are complete")
+    check.add_argument("directories", nargs="+", metavar="DIR")
+    check.set_defaults(handler=_check_model)
+
+    download = commands.add_parser("download-model", help="download a checkpoint from the Hugging Face Hub "
+                                                          "(token from $HF_TOKEN) and check it")
+    download.add_argument("directory", help="where to put it (the model directory the stages load)")
+    download.add_argument("--repo", default="Wan-AI/Wan2.2-TI2V-5B-Diffusers")
+    download.add_argument("--revision", required=True, help="a commit hash (or tag) to pin the weights to")
+    download.set_defaults(handler=_download_model)
 
     serve_cmd = commands.add_parser("serve", help="serve the HTTP API locally with Ray Serve")
     serve_cmd.add_argument("--host", default="127.0.0.1")

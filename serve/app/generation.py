@@ -203,6 +203,15 @@ class VideoService:
             self._policy = self._policy.model_copy(update={"weights": {stable: 100.0}})
         self.publish_gauges()
 
+    def set_capacity(self, capacity: int) -> None:
+        """Run and claim as much as the stages hold now (Helm scaled them: serve/app/capacity.py)."""
+        if capacity == self.lanes.capacity:
+            return
+        log.info("capacity %d -> %d generations at once (the stages were resized)", self.lanes.capacity, capacity)
+        self.lanes.resize(capacity)
+        self.work.resize(claim_capacity(self.lanes))
+        self.publish_gauges()
+
     def _instances_of(self, version: str) -> list[Instance]:
         return [instance for deployed, instance in self.instances if deployed == version]
 

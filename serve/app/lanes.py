@@ -148,6 +148,11 @@ class PriorityLanes:
     def queue_depth(self, lane: Lane) -> int:
         return self._queues[lane].depth()
 
+    def resize(self, capacity: int) -> None:
+        """Run up to ``capacity`` executions from now on; waiting work starts at once if there is room."""
+        self.capacity = capacity
+        self._dispatch()
+
     def queue_depth_of(self, lane: Lane, tenant: str) -> int:
         """Requests of ``tenant`` waiting in ``lane``."""
         return self._queues[lane].depth_of(tenant)

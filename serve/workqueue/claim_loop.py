@@ -67,6 +67,11 @@ class ClaimLoop:
         if self._loop_task is None:
             self._loop_task = asyncio.create_task(self._claim_forever(), name="claim-loop")
 
+    def resize(self, capacity: Mapping[str, int]) -> None:
+        """Hold at most ``capacity[lane]`` jobs from now on (the stages were scaled); jobs held stay."""
+        self.capacity = dict(capacity)
+        self._room.set()
+
     async def drain(self, timeout_s: float, cancel_grace_s: float = 2.0) -> int:
         """Stop claiming; let running jobs finish for up to ``timeout_s``; hand the rest back at once.
 
