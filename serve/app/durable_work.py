@@ -87,7 +87,7 @@ class DurableWork:
         self.capacity = dict(capacity)
         self._refunds: dict[str, Refund] = {}
         self.loops = [ClaimLoop(queue, self._runner(queue), self._giver_up(queue), capacity=self.capacity,
-                                wait_s=claim_wait_s) for queue in self.queues]
+                                wait_s=claim_wait_s, lost=self._lease_lost) for queue in self.queues]
 
     @property
     def queues(self) -> list[WorkQueue]:
@@ -218,6 +218,13 @@ class DurableWork:
         started = time.monotonic() - waited
         await self.execution.run(job, plan, started, self._refunds.get(job.id), self._decider(queue, lease))
         await self._forget(job.id, work)
+
+    async def _lease_lost(self, lease: Lease) -> None:
+        """A job this replica runs left the queue under it. Deleted (on any router replica: its record is
+        gone too): stop its generation here, at the next step. Taken by another replica (this one stalled
+        past its lease): go on; `complete_once` records one outcome."""
+        if await self.store.get(lease.job_id) is None and await self.execution.cancel(lease.job_id):
+            log.info("job %s was deleted through another router replica: stopped", lease.job_id)
 
     async def _fail(self, queue: WorkQueue, lease: Lease, code: str, message: str) -> None:
         """Record the job failed with ``message`` (unless it was recorded already) and forget it."""

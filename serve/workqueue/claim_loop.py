@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -38,10 +39,13 @@ class ClaimLoop:
         *,
         capacity: Mapping[str, int],
         wait_s: float = 1.0,
+        lost: Handler | None = None,
     ) -> None:
         self.queue = queue
         self._run = run
         self._give_up = give_up
+        # Called when a running job's lease is lost: another replica took it, or a DELETE removed it.
+        self._lost = lost
         self.capacity = dict(capacity)
         self.wait_s = wait_s
         self._leases: dict[asyncio.Task[None], Lease] = {}
@@ -129,7 +133,8 @@ class ClaimLoop:
 
     async def _hold(self, lease: Lease) -> None:
         try:
-            async with lease.keep_alive():
+            on_lost = None if self._lost is None else functools.partial(self._lost, lease)
+            async with lease.keep_alive(on_lost=on_lost):
                 if lease.poisoned:
                     log.warning("job %s was interrupted %d times; failing it", lease.job_id, lease.delivery_count - 1)
                     await self._give_up(lease)

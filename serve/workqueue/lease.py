@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 log = logging.getLogger(__name__)
@@ -154,25 +154,30 @@ class Lease:
             await self._keeper._release(self)
 
     @contextlib.asynccontextmanager
-    async def keep_alive(self, interval_s: float | None = None) -> AsyncIterator[Lease]:
+    async def keep_alive(
+        self, interval_s: float | None = None, on_lost: Callable[[], Awaitable[None]] | None = None
+    ) -> AsyncIterator[Lease]:
         """Renew every ``interval_s`` (``lease_s / 3``: two renewals may fail before the lease expires) inside.
 
         A renewal that Redis cannot take is retried at the next interval; a renewal that finds the
-        job taken sets ``lost`` and stops renewing, and the work inside goes on (`complete_once`
-        keeps its outcome from being recorded twice).
+        job taken (another replica claimed it) or gone (a DELETE took it out of the queue) sets
+        ``lost``, stops renewing and calls ``on_lost``; the work inside goes on unless ``on_lost``
+        stops it (`complete_once` keeps its outcome from being recorded twice).
         """
         every = self.lease_s / 3 if interval_s is None else interval_s
         stop = asyncio.Event()
         # Stopped by the flag, not only by cancel(): a cancel that lands inside a redis-py call can be
         # swallowed (turned into a connect timeout), and the renewer must not outlive the block.
-        self._renewer = asyncio.create_task(self._renew_until(stop, every), name=f"renew-{self.job_id}")
+        self._renewer = asyncio.create_task(self._renew_until(stop, every, on_lost), name=f"renew-{self.job_id}")
         try:
             yield self
         finally:
             stop.set()
             self._renewer.cancel()
 
-    async def _renew_until(self, stop: asyncio.Event, every: float) -> None:
+    async def _renew_until(
+        self, stop: asyncio.Event, every: float, on_lost: Callable[[], Awaitable[None]] | None
+    ) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=every)
@@ -183,7 +188,12 @@ class Lease:
             except WorkQueueUnavailable:
                 continue  # the link logs the outage once; the lease may survive it
             if not held and not stop.is_set():
-                log.warning("lost the lease on job %s: another replica runs it now", self.job_id)
+                log.warning("lost the lease on job %s: another replica runs it now, or it was deleted", self.job_id)
+                if on_lost is not None:
+                    try:
+                        await on_lost()
+                    except Exception:  # the renewer must end quietly; the work inside goes on
+                        log.exception("handling the lost lease on job %s failed", self.job_id)
                 return
 
 

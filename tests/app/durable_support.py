@@ -42,6 +42,7 @@ class StandInStages:
 
     def __init__(self) -> None:
         self.generated: list[str] = []  # job ids, one per generation started
+        self.stopped: list[str] = []  # generations cancelled before they finished
         self.references: list[Any] = []
         self.gate = asyncio.Event()
         self.gate.set()
@@ -51,7 +52,11 @@ class StandInStages:
         self.generated.append(job_id)
         self.references.append(reference)
         await on_progress(1, 2)
-        await self.gate.wait()
+        try:
+            await self.gate.wait()
+        except asyncio.CancelledError:
+            self.stopped.append(job_id)
+            raise
         seen = f"{model_version}|{params.model_dump_json()}".encode()
         if reference is not None:
             seen += reference.tobytes()

@@ -133,6 +133,22 @@ async def test_deleting_a_queued_job_takes_it_out_of_the_queue(cluster: Cluster)
     assert await cluster.a.service.store.get(job.id) is None
 
 
+async def test_deleting_a_running_job_through_another_replica_stops_its_generation(cluster: Cluster) -> None:
+    cluster.stages.gate.clear()
+    cluster.a.start()  # only a claims: it runs the job
+    job = await cluster.a.service.submit(request(), "team-a")
+    await eventually(lambda: cluster.stages.generated == [job.id])
+    running = await cluster.b.service.store.get(job.id)
+    assert running is not None and running.status == "in_progress"
+    await cluster.b.service.delete(running)  # b answers the DELETE; a holds the job
+    # a's next lease renewal (every lease_s / 3) finds the job gone and stops the generation, gate closed.
+    await eventually(lambda: cluster.stages.stopped == [job.id], timeout_s=5 * LEASE_S)
+    await eventually(lambda: cluster.a.service.work.running["realtime"] == 0, timeout_s=5 * LEASE_S)
+    assert await cluster.a.service.store.get(job.id) is None
+    assert await cluster.a.queue.unfinished("team-a") == 0
+    assert await cluster.outcomes() == {}  # no outcome recorded for a deleted job
+
+
 async def test_a_job_interrupted_more_than_max_deliveries_times_ends_failed_with_its_reason(
     cluster: Cluster, redis_url: str
 ) -> None:
