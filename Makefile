@@ -43,7 +43,7 @@ BENCH_SCRIPTS := stage_split cache_hits priority batching burst memory gpu_fulls
 bench: install services ## CPU benchmarks; each prints its figures and a goal line (bench/NAME.py [--quick] alone)
 	@for name in $(BENCH_SCRIPTS); do echo "== bench/$$name.py"; $(PY) bench/$$name.py || exit 1; done
 
-drill: install services ## failure drills: kill a Denoiser replica, stop Redis 20 s, injected errors -> failover
+drill: install services ## failure drills: kill a Denoiser or an Ingress replica, SIGKILL and restart wanserve serve, stop Redis 20 s, failover, quota and one generation across two routers
 	$(PY) bench/drills.py
 
 clean: ## remove caches and build outputs (keeps .venv)
