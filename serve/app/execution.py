@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from serve.app.admission import artifact_owner
+from serve.app.eta import Timeline, cost_units
 from serve.app.lanes import LaneFull, PriorityLanes
 from serve.app.messages import Cancelled, VideoArtifact
 from serve.app.planning import Plan
@@ -32,12 +33,16 @@ from serve.app.topology import InstanceKey
 from serve.artifacts import ArtifactGone, ArtifactStore, ArtifactStoreUnavailable
 from serve.cache import CacheBackend, CachedResult
 from serve.jobs import JobError, JobStore, VideoJob
+from serve.jobs.model import JobEta
 from serve.policy import Instance, ServingPolicy
 from serve.singleflight import SingleFlight
 from serve.tenancy.quotas import Refund
 from serve.workqueue import DEFAULT_LEASE_S, FlightRegistry, MemoryFlightRegistry, holding
 
 log = logging.getLogger(__name__)
+
+# Progress writes of one generation are at least this far apart (the last step's is always written).
+PROGRESS_WRITE_INTERVAL_S = 0.25
 
 # A store that is away for a moment should not fail a finished video: try it a few times first.
 _SAVE_ATTEMPTS_DELAYS_S = (0.5, 2.0, 5.0, 10.0, 20.0)
@@ -90,6 +95,7 @@ class Execution:
         cache_ttl_seconds: int,
         flight_registry: FlightRegistry | None = None,
         flight_lease_s: float = DEFAULT_LEASE_S,
+        timeline: Timeline | None = None,
     ) -> None:
         self.instances = instances
         self.store = store
@@ -105,6 +111,8 @@ class Execution:
         # Who generates each key across the router replicas (in this process only without Redis).
         self.flight_registry = flight_registry or MemoryFlightRegistry()
         self.flight_lease_s = flight_lease_s
+        # The jobs this replica holds and how long they take: the ETAs admission gives (serve/app/eta.py).
+        self.timeline = timeline
         # Jobs watching each flight (by cache key): they all get its progress.
         self._watchers: dict[str, set[str]] = {}
         # The job whose id the stages know each flight by (the one that started it).
@@ -152,6 +160,9 @@ class Execution:
         this task (a drain) propagates: the job goes back to the queue and runs again elsewhere.
         """
         self._watchers.setdefault(plan.key, set()).add(job.id)
+        if self.timeline is not None:
+            self.timeline.hold(job.id, plan.lane, plan.model_version, cost_units(plan.params))
+        generated = False
         try:
             try:
                 result = await self.flights.run(plan.key, lambda: self._generate(plan, job))
@@ -166,9 +177,12 @@ class Execution:
                 error_fields = JobError(code=code, message=message).model_dump()
                 fields: dict[str, Any] = {"status": "failed", "error": error_fields}
             else:
+                generated = True
                 fields = {"status": "completed", "progress": 100, "video": result.video,
                           "thumbnail": result.thumbnail}
         finally:
+            if self.timeline is not None:
+                self.timeline.finish(job.id, generated)
             watchers = self._watchers.get(plan.key)
             if watchers is not None:
                 watchers.discard(job.id)
@@ -206,7 +220,7 @@ class Execution:
             self._leaders[plan.key] = leader.id
             try:
                 async with self.lanes.admit(plan.lane, plan.tenant, bounded=False):
-                    await self._broadcast(plan.key, status="in_progress", progress=0)
+                    await self._broadcast(plan.key, status="in_progress", progress=0, **self._started(plan.key))
                     artifact = await self._on_instance(plan, leader.id)
             finally:
                 self._leaders.pop(plan.key, None)
@@ -215,6 +229,18 @@ class Execution:
             with self.metrics.hop("cache_write"):
                 await self.cache.put(plan.key, result, self.cache_ttl_seconds)
             return result
+
+    def _started(self, key: str) -> dict[str, Any]:
+        """The watching jobs start now: their ETA becomes now plus the estimated duration (when there is one)."""
+        if self.timeline is None:
+            return {}
+        watchers = self._watchers.get(key, set())
+        for job_id in watchers:
+            self.timeline.start(job_id)
+        eta = next((eta for job_id in watchers if (eta := self.timeline.started_eta(job_id)) is not None), None)
+        if eta is None:
+            return {}
+        return {"eta": JobEta(estimated_start_at=round(eta.start, 2), estimated_finish_at=round(eta.finish, 2))}
 
     async def _finished_elsewhere(self, key: str, other: str, leader: VideoJob) -> CachedResult | None:
         """The result another replica's flight left: in the cache, else on its job's record."""
@@ -302,16 +328,21 @@ def _cancelled_from_outside() -> bool:
 
 
 class _ProgressReporter:
-    """Denoising steps -> the watching jobs' progress, written only when the percentage moves."""
+    """Denoising steps -> the watching jobs' progress: written when the percentage moves, at most once per
+    ``min_interval_s`` (fast steps would otherwise cost a job-store write each), and always at the last step."""
 
-    def __init__(self, execution: Execution, key: str) -> None:
+    def __init__(self, execution: Execution, key: str, min_interval_s: float = PROGRESS_WRITE_INTERVAL_S) -> None:
         self._execution = execution
         self._key = key
         self._last = -1
+        self._last_written_at = -float("inf")
+        self._min_interval_s = min_interval_s
 
     async def __call__(self, done: int, total: int) -> None:
         # Keep 100 for "completed": the video still has to be decoded.
         percent = min(99, int(100 * done / max(total, 1)))
-        if percent != self._last:
-            self._last = percent
-            await self._execution._broadcast(self._key, status="in_progress", progress=percent)
+        now = time.monotonic()
+        if percent == self._last or (done < total and now - self._last_written_at < self._min_interval_s):
+            return
+        self._last, self._last_written_at = percent, now
+        await self._execution._broadcast(self._key, status="in_progress", progress=percent)
