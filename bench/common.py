@@ -202,18 +202,33 @@ async def wait_job(client: httpx.AsyncClient, job_id: str, timeout_s: float, pol
 
 
 async def follow_events(client: httpx.AsyncClient, job_id: str, timeout_s: float) -> dict[str, Any]:
-    """The job's last event on ``GET /v1/videos/{id}/events`` (SSE): how a client waits without polling."""
+    """The job's last event on ``GET /v1/videos/{id}/events`` (SSE): how a client waits without polling.
+
+    A broken stream (a router replica restarted) is opened again with ``Last-Event-ID``, as browsers do.
+    """
     last: dict[str, Any] = {"status": "lost"}
-    try:
-        async with asyncio.timeout(timeout_s), client.stream("GET", f"/v1/videos/{job_id}/events") as response:
-            async for line in response.aiter_lines():
-                if line.startswith("data:"):
-                    last = json.loads(line[5:])
-                    if last.get("status") in ("completed", "failed", "gone"):
-                        break
-    except (httpx.HTTPError, TimeoutError):
-        return {"status": "lost"}
-    return last
+    seen: str | None = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        headers = {"Last-Event-ID": seen} if seen else {}
+        try:
+            async with asyncio.timeout(deadline - time.monotonic()), \
+                    client.stream("GET", f"/v1/videos/{job_id}/events", headers=headers) as response:
+                if response.status_code != 200:
+                    await asyncio.sleep(0.2)
+                    continue
+                async for line in response.aiter_lines():
+                    if line.startswith("id:"):
+                        seen = line[3:].strip()
+                    elif line.startswith("data:"):
+                        last = json.loads(line[5:])
+                        if last.get("status") in ("completed", "failed", "gone"):
+                            return last
+        except httpx.HTTPError:
+            await asyncio.sleep(0.2)
+        except TimeoutError:
+            break
+    return {"status": "lost"} if last.get("status") not in ("completed", "failed") else last
 
 
 async def run_job(

@@ -42,7 +42,8 @@ FULL = {"size": "128x128", "num_frames": 9, "num_inference_steps": 4}
 async def realtime_p95(client: httpx.AsyncClient, request: dict[str, object], samples: int) -> float:
     latencies = []
     for _ in range(samples):
-        outcome = await run_job(client, {"prompt": unique_prompt(), "priority": "realtime", **request})
+        outcome = await run_job(client, {"prompt": unique_prompt(), "priority": "realtime", **request},
+                                follow="events")
         if not did_not_complete(outcome) and outcome.latency_s is not None:
             latencies.append(outcome.latency_s)
     return percentile(latencies, 95)
@@ -68,7 +69,7 @@ async def with_batch_flood(
         while not stop.is_set():
             if len(pending) < backlog:
                 body = {"prompt": unique_prompt("a drone shot of waves"), "priority": "batch", **request}
-                task = asyncio.create_task(run_job(client, body, poll_s=0.2))
+                task = asyncio.create_task(run_job(client, body, follow="events"))
                 pending.add(task)
                 task.add_done_callback(lambda done: settle(done, pending, finished))
             else:

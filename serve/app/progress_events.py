@@ -41,6 +41,8 @@ def _event(job: VideoJob, extra: dict[str, Any]) -> ServerSentEvent:
         data["content_url"] = f"/v1/videos/{job.id}/content"
     if job.error is not None:
         data["error"] = job.error.model_dump()
+    if job.eta is not None and job.status not in FINAL:
+        data["eta"] = job.eta.model_dump()
     return ServerSentEvent(data=json.dumps(data), event=job.status, id=str(event_id(job)))
 
 
@@ -50,7 +52,7 @@ async def job_events(
     last_seen: int = -1,
     waiting_in_lane: Callable[[VideoJob], int | None] = lambda _job: None,
     changes: AbstractContextManager[asyncio.Event] | None = None,
-    poll_s: float = 0.1,
+    poll_s: float = 0.25,
 ) -> AsyncIterator[ServerSentEvent]:
     """Events for one job, from after ``last_seen`` until its outcome.
 
