@@ -2,7 +2,8 @@
 
 Order: rate quota -> moderation -> plan (version, seed, tier, cache key) -> compute quota ->
 storage quota -> result cache (a hit is a completed job that points to the stored artifacts) ->
-lane room -> the job record -> the work queue, which counts the tenant's concurrent jobs (cluster-wide
+lane room -> estimated start within the lane's deadline (serve/app/eta.py) -> the job record, with its
+ETA -> the work queue, which counts the tenant's concurrent jobs (cluster-wide
 with Redis) and refuses one over its quota; a refused job's record is removed again. Nothing here
 touches a GPU stage: a router replica claims the queued job and executes it (serve/app/durable_work.py).
 """
@@ -18,13 +19,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from serve.app.eta import Timeline, cost_units, retry_after
 from serve.app.lanes import LaneFull, PriorityLanes
 from serve.app.planning import Plan, plan_request
 from serve.app.service_metrics import ServiceMetrics
 from serve.artifacts import SHARED_OWNER, ArtifactGone, ArtifactStore, ArtifactStoreUnavailable, tenant_owner
 from serve.cache import CacheBackend
 from serve.jobs import JobBacklogFull, JobStore, VideoJob
-from serve.jobs.model import with_expiry
+from serve.jobs.model import JobEta, with_expiry
 from serve.moderation import Moderator
 from serve.pipeline.reference_image import ReferenceImageError, load_reference_image
 from serve.policy import ServingPolicy
@@ -81,6 +83,8 @@ class Admission:
         rng: random.Random,
         max_frame_area: int,
         work: WorkIntake,
+        timeline: Timeline | None = None,
+        start_deadlines: dict[str, float | None] | None = None,
     ) -> None:
         self.versions = versions
         self.store = store
@@ -95,6 +99,8 @@ class Admission:
         self._rng = rng
         self.max_frame_area = max_frame_area
         self.work = work
+        self.timeline = timeline
+        self.start_deadlines = start_deadlines or {}
         self.cache_lookups = {"hit": 0, "miss": 0}
 
     async def admit(self, request: VideoRequest, tenant: str) -> Ticket:
@@ -148,6 +154,7 @@ class Admission:
                 self.metrics.count("rejected", plan.lane, plan.model_version, tenant)
                 code = "queue_full" if full.tenant is None else "tenant_queue_full"
                 raise Refusal(429, code, str(full), headers={"Retry-After": str(full.retry_after)}) from None
+            job = job.model_copy(update={"eta": self._eta(plan, tenant)})
         try:
             job = await self.store.create(job)
         except JobBacklogFull as error:
@@ -157,6 +164,26 @@ class Admission:
         ticket = Ticket(job, plan, started, refund)
         await self._enqueue(ticket)
         return ticket
+
+    def _eta(self, plan: Plan, tenant: str) -> JobEta | None:
+        """The job's estimated start and finish; a 429 when it would start later than its lane's deadline."""
+        if self.timeline is None:
+            return None
+        eta = self.timeline.eta(plan.lane, plan.model_version, cost_units(plan.params))
+        if eta is None:
+            return None
+        deadline = self.start_deadlines.get(plan.lane)
+        now = self.timeline.now()
+        if deadline is not None and eta.start - now > deadline:
+            self.metrics.count("rejected", plan.lane, plan.model_version, tenant)
+            wait = retry_after(eta.start, now, deadline)
+            raise Refusal(429, "start_deadline_exceeded",
+                          f"the {plan.lane} lane's work ahead of this request is estimated to take "
+                          f"{eta.start - now:.0f}s, beyond the lane's start deadline of {deadline:.0f}s; retry in "
+                          f"{wait}s, or ask for less (size, frames, steps)"
+                          + (" or submit it as a batch request" if plan.lane == "realtime" else ""),
+                          headers={"Retry-After": str(wait)})
+        return JobEta(estimated_start_at=round(eta.start, 2), estimated_finish_at=round(eta.finish, 2))
 
     async def _enqueue(self, ticket: Ticket) -> None:
         """Hand the job to the work queue; a refusal removes its record again and becomes a 429 or 503."""

@@ -59,6 +59,13 @@ class LaneArgs(BaseModel):
     # The share of each lane's queue one tenant may hold (at least one request): a tenant that floods
     # a lane gets 429 while the others still get in.
     tenant_queue_share: float = Field(default=0.5, gt=0, le=1)
+    # A request whose estimated start (serve/app/eta.py) is further away than its lane's deadline gets 429
+    # with the Retry-After that would let it start in time; None: no deadline.
+    realtime_start_deadline_s: float | None = Field(default=300.0, gt=0)
+    batch_start_deadline_s: float | None = Field(default=3600.0, gt=0)
+
+    def start_deadlines(self) -> dict[str, float | None]:
+        return {"realtime": self.realtime_start_deadline_s, "batch": self.batch_start_deadline_s}
 
 
 class WorkArgs(BaseModel):

@@ -19,6 +19,7 @@ from typing import Any
 
 from serve.app.admission import Admission
 from serve.app.durable_work import DurableWork, claim_capacity
+from serve.app.eta import Timeline
 from serve.app.execution import Execution
 from serve.app.lanes import LANES, PriorityLanes
 from serve.app.service_metrics import ServiceMetrics
@@ -58,6 +59,7 @@ class VideoService:
         artifacts: ArtifactStore | None = None,
         work_queue: WorkQueue | None = None,
         flight_registry: FlightRegistry | None = None,
+        start_deadlines: dict[str, float | None] | None = None,
     ) -> None:
         self.versions = versions
         self.instances = instances
@@ -68,11 +70,13 @@ class VideoService:
         rng = rng or random.Random()
         self._policy = policy
         self.metrics = ServiceMetrics(telemetry, versions, lambda: self._policy, tenant_label)
+        self.timeline = Timeline(time.time, lambda: lanes.capacity, lambda: lanes.batch_slot_limit)
         self.execution = Execution(
             instances=instances, store=store, cache=cache, artifacts=self.artifacts, lanes=lanes,
             metrics=self.metrics, policy=lambda: self._policy, rng=rng, cache_ttl_seconds=cache_ttl_seconds,
             flight_registry=flight_registry,
             flight_lease_s=work_queue.lease_s if work_queue is not None else DEFAULT_LEASE_S,
+            timeline=self.timeline,
         )
         self.execution.on_attempt = self._record
         self.health = self.execution.health
@@ -82,7 +86,8 @@ class VideoService:
         self.admission = Admission(
             versions=versions, store=store, cache=cache, artifacts=self.artifacts, lanes=lanes, moderator=moderator,
             quotas=quotas, metrics=self.metrics, policy=lambda: self._policy, in_flight=self.execution.in_flight,
-            rng=rng, max_frame_area=max_frame_area, work=self.work,
+            rng=rng, max_frame_area=max_frame_area, work=self.work, timeline=self.timeline,
+            start_deadlines=start_deadlines,
         )
         # The last policy changes, newest first, for the operations page.
         self.decisions: deque[dict[str, Any]] = deque(maxlen=20)

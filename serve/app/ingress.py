@@ -194,6 +194,7 @@ class Ingress:
             artifacts=artifact_store_from_env(self._redis),
             work_queue=self._work_queue(),
             flight_registry=RedisFlightRegistry(self._redis) if self._redis is not None else None,
+            start_deadlines=self.args.lanes.start_deadlines(),
         )
         # Claim queued jobs (any replica's) from now on; __del__ drains.
         self.service.work.start()

@@ -44,6 +44,14 @@ class ServedParams(BaseModel):
     step_cache: str | None = None
 
 
+class JobEta(BaseModel):
+    """When the job is expected to start and finish (Unix seconds), estimated by the replica that admitted or
+    started it from its queue and a cost model fitted to the jobs it ran (serve/app/eta.py)."""
+
+    estimated_start_at: float
+    estimated_finish_at: float
+
+
 class VideoPublic(BaseModel):
     """A video job as the API shows it: OpenAI's video object plus what wanserve served."""
 
@@ -68,6 +76,8 @@ class VideoPublic(BaseModel):
     error: JobError | None = None
     served: ServedParams | None = None
     cache_hit: bool = False
+    # None until the service has timed enough jobs of the version to estimate.
+    eta: JobEta | None = None
 
 
 class VideoJob(VideoPublic):

@@ -102,3 +102,11 @@ def test_another_tenants_event_stream_is_not_found(client, local_app):
     video = client.post("/v1/videos", json=small_body()).json()
     with httpx.Client(base_url=local_app.url) as anonymous:
         assert anonymous.get(f"/v1/videos/{video['id']}/events").status_code == 401
+
+
+async def test_events_carry_the_jobs_eta_until_its_outcome():
+    eta = {"estimated_start_at": 100.0, "estimated_finish_at": 112.5}
+    fetch = _feed(_job(eta=eta), _job(status="in_progress", progress=10, eta=eta),
+                  _job(status="completed", progress=100, eta=eta))
+    events = [json.loads(event.data) for event in await _collect(fetch)]
+    assert [event.get("eta") for event in events] == [eta, eta, None]
