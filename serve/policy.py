@@ -91,6 +91,18 @@ DEFAULT_TIERS: tuple[DegradationTier, ...] = (
 )
 
 
+class TierThreshold(BaseModel):
+    """One rung of the operator's ladder as the data plane shows it: load at or above ``enter_load`` enters
+    the tier, below ``exit_load`` (for the stable window) leaves it. The operations page draws these."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    level: int = Field(ge=0)
+    enter_load: float | None = None
+    exit_load: float | None = None
+
+
 class FaultInjection(BaseModel):
     """Drill-only: make one (version, instance) fail a fraction of its requests."""
 
@@ -113,6 +125,8 @@ class ServingPolicy(BaseModel):
     active_instance: dict[str, Instance] = Field(default_factory=dict)
     faults: tuple[FaultInjection, ...] = ()
     reason: str = ""
+    # The operator's whole tier ladder with its load thresholds (empty when no operator publishes).
+    ladder: tuple[TierThreshold, ...] = ()
 
     @model_validator(mode="after")
     def _weights_are_percentages(self) -> ServingPolicy:

@@ -14,7 +14,7 @@ from operators.policy.rollout import decide_rollout, stable_only
 from operators.policy.state import Decision, EngineState, TierState
 from operators.policy.tiers import decide_tier
 from operators.spec import PolicySpec
-from serve.policy import ServingPolicy
+from serve.policy import ServingPolicy, TierThreshold
 
 
 def initial_state(spec: PolicySpec) -> EngineState:
@@ -56,6 +56,8 @@ def decide(
         weights=dict(rollout.weights),
         active_instance={version: s.active for version, s in sorted(failover.items())},
         reason="; ".join(part for part in summary if part),
+        ladder=tuple(TierThreshold(name=t.name, level=index, enter_load=t.enter_load, exit_load=t.exit_load)
+                     for index, t in enumerate(spec.tiers)),
     )
     new_state = EngineState(tier=tier, failover=failover, rollout=rollout)
     return Decision(state=new_state, policy=policy, events=[*tier_events, *failover_events, *rollout_events])

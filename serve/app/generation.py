@@ -22,6 +22,7 @@ from serve.app.durable_work import DurableWork, claim_capacity
 from serve.app.eta import Timeline
 from serve.app.execution import Execution
 from serve.app.lanes import LANES, PriorityLanes
+from serve.app.ops_history import OpsHistory
 from serve.app.service_metrics import ServiceMetrics
 from serve.app.stage_client import StageHandles
 from serve.app.telemetry import Telemetry
@@ -69,7 +70,10 @@ class VideoService:
         self.artifacts = artifacts or ArtifactStore(MemoryBlobStore(), MemoryLedger())
         rng = rng or random.Random()
         self._policy = policy
-        self.metrics = ServiceMetrics(telemetry, versions, lambda: self._policy, tenant_label)
+        # The last 15 minutes for the operations page (bounded; this replica's view).
+        self.history = OpsHistory()
+        self.metrics = ServiceMetrics(telemetry, versions, lambda: self._policy, tenant_label,
+                                      on_latency=self.history.observe_latency)
         self.timeline = Timeline(time.time, lambda: lanes.capacity, lambda: lanes.batch_slot_limit)
         self.execution = Execution(
             instances=instances, store=store, cache=cache, artifacts=self.artifacts, lanes=lanes,
@@ -115,11 +119,16 @@ class VideoService:
                 for name in self._instances_of(version):
                     self._record_reset(version, name)
         if policy != self._policy:
+            if policy.tier != self._policy.tier or policy.reason != self._policy.reason:
+                self.history.mark(policy.tier.name, policy.reason)
             self.decisions.appendleft({
                 "at": int(time.time()), "tier": policy.tier.name, "weights": policy.weights,
                 "active_instance": {v: policy.instance_for(v) for v in self.versions}, "reason": policy.reason,
             })
+        changed = policy != self._policy
         self._policy = policy
+        if changed:
+            self.sample_history(force=True)  # the step in the tier line sits at the decision's mark
         self.publish_gauges()
 
     def snapshot(self) -> dict[str, Any]:
@@ -146,6 +155,18 @@ class VideoService:
             "cache": {**lookups, "hit_rate": lookups["hit"] / looked_up if looked_up else None},
             "recent_decisions": list(self.decisions),
         }
+
+    def history_view(self) -> dict[str, Any]:
+        """The last 15 minutes (``OpsHistory``) and the tier ladder the operator publishes."""
+        self.sample_history(force=False)
+        return {**self.history.view(), "tier": self._policy.tier.name,
+                "ladder": [rung.model_dump(mode="json") for rung in self._policy.ladder]}
+
+    def sample_history(self, force: bool = False) -> None:
+        tier = self._policy.tier
+        self.history.sample(tier=tier.name, level=tier.level, running=self.lanes.running,
+                            capacity=self.lanes.capacity,
+                            queued={lane: self.lanes.queue_depth(lane) for lane in LANES}, force=force)
 
     # -- requests -------------------------------------------------------------------------------
 
@@ -232,6 +253,7 @@ class VideoService:
 
     def publish_load(self) -> None:
         """Queue depths and running work: what changes on every admission and release."""
+        self.sample_history()
         for lane in LANES:
             self.telemetry.set_gauge("wanserve_queue_depth", (lane,), self.lanes.queue_depth(lane))
         self.telemetry.set_gauge("wanserve_inflight_requests", (), self.lanes.running)

@@ -397,6 +397,12 @@ class Ingress:
         """Read-only state for the operations page and SREs' scripts: tier, routing, queues, cache."""
         return self.service.snapshot()
 
+    @app.get("/v1/ops/history", tags=["operations"])
+    async def ops_history(self, _: CallerDep) -> dict[str, Any]:
+        """The last 15 minutes of this router replica, sampled every few seconds: load against the tier
+        ladder's thresholds, the tier, queue depth and p95 latency per lane, and each policy change."""
+        return self.service.history_view()
+
     @app.get("/admin/policy", response_model=ServingPolicy, tags=["admin"])
     async def get_policy(self, _: CallerDep) -> ServingPolicy:
         """The serving policy. Needs an admin key (the authentication middleware checks it)."""

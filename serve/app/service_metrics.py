@@ -21,8 +21,11 @@ class ServiceMetrics:
         versions: list[str],
         policy: Callable[[], ServingPolicy],
         tenant_label: Callable[[str], str] = str,
+        on_latency: Callable[[str, float], None] = lambda _lane, _seconds: None,
     ) -> None:
         self.telemetry = telemetry
+        # Also told every completed job's latency (lane, seconds): the operations page's p95.
+        self._on_latency = on_latency
         self._versions = versions
         self._policy = policy
         # Tenant -> metric label: configured tenants only, so label values stay bounded.
@@ -44,9 +47,10 @@ class ServiceMetrics:
     def finish(self, status: str, plan: Plan, tenant: str, started: float) -> None:
         self.count(status, plan.lane, plan.model_version, tenant)
         if status == "completed":
+            latency = time.monotonic() - started
             self.telemetry.observe("wanserve_request_latency_seconds",
-                                   (plan.lane, plan.model_version, self._tenant_label(tenant)),
-                                   time.monotonic() - started)
+                                   (plan.lane, plan.model_version, self._tenant_label(tenant)), latency)
+            self._on_latency(plan.lane, latency)
 
     def observe_hop(self, hop: str, seconds: float) -> None:
         self.telemetry.observe("wanserve_router_hop_seconds", (hop,), seconds)

@@ -9,7 +9,7 @@ never repeat the presented key.
 | probes, static pages, docs    | anyone                      | anyone                            |
 | ``/v1/...`` (videos)          | anyone, as ``anonymous``    | a tenant key                      |
 | ``/metrics``                  | anyone                      | the metrics key or an admin key   |
-| ``/v1/ops``                   | anyone                      | the metrics key or an admin key   |
+| ``/v1/ops``, ``/v1/ops/history`` | anyone                   | the metrics key or an admin key   |
 | ``/admin/...``                | the admin key only          | the admin key or an admin tenant  |
 
 A keys file that is configured but unusable (missing, empty, keyless) refuses every tenant request
@@ -31,7 +31,7 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/docs", "/docs/oauth2-redirect",
                         "/openapi.json", "/", "/ops", "/favicon.ico"})
 OPEN_PREFIXES = ("/static/", "/swagger/")
 # Read-only operations data: tenant names, volumes, queues. Operators' credentials only when keyed.
-OPERATOR_PATHS = frozenset({"/metrics", "/v1/ops"})
+OPERATOR_PATHS = frozenset({"/metrics", "/v1/ops", "/v1/ops/history"})
 ADMIN_PREFIX = "/admin/"
 
 

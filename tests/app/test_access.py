@@ -55,7 +55,7 @@ def test_the_admin_key_is_not_a_tenant_key(keyed):
     assert _status(_decide(registry, "/v1/videos", ADMIN_KEY)) == 401
 
 
-@pytest.mark.parametrize("path", ["/metrics", "/v1/ops"])
+@pytest.mark.parametrize("path", ["/metrics", "/v1/ops", "/v1/ops/history"])
 def test_operations_data_needs_an_operator_credential_in_keyed_mode(keyed, path):
     registry, keys = keyed
     assert _status(_decide(registry, path)) == 401
