@@ -1,6 +1,8 @@
-// The operations page: /v1/ops (the same JSON SREs' scripts read), refreshed every 2 s.
+// The operations page: /v1/ops (the same JSON SREs' scripts read) and the last 15 minutes
+// (/v1/ops/history), refreshed every 2 s.
 
 import { getJson, setUpKeyPanel } from "/static/api.js";
+import { renderHistory } from "/static/ops_charts.js";
 
 const REFRESH_MS = 2000;
 
@@ -63,6 +65,9 @@ function renderTier(snapshot) {
     tier.max_size && `size ≤ ${tier.max_size}`,
     tier.max_frames && `frames ≤ ${tier.max_frames}`,
     tier.max_steps && `steps ≤ ${tier.max_steps}`,
+    tier.step_cache && `step cache ${tier.step_cache.method} @ ${tier.step_cache.threshold}`,
+    tier.route && `routed to ${tier.route.model_version}`,
+    tier.lanes && tier.lanes.length < 2 && `${tier.lanes.join(", ")} lane only`,
   ].filter(Boolean);
   $("tier-limits").textContent = `level ${tier.level} · ${limits.length ? limits.join(", ") : "no limits"}`;
   $("tier-reason").textContent = snapshot.reason || "no reason given (initial policy)";
@@ -114,7 +119,8 @@ function renderDecisions(snapshot) {
 
 async function refresh() {
   try {
-    const snapshot = await getJson("/v1/ops");
+    const [snapshot, history] = await Promise.all([getJson("/v1/ops"), getJson("/v1/ops/history")]);
+    renderHistory($("charts"), history);
     renderTier(snapshot);
     renderVersions(snapshot);
     renderLanes(snapshot);

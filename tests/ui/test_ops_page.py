@@ -49,3 +49,51 @@ def test_each_page_fits_a_phone_and_labels_every_control(page, local_app, path):
         "return [...document.querySelectorAll('input, select, textarea')]"
         ".filter((el) => el.labels.length === 0 && !el.getAttribute('aria-label')).map((el) => el.id)")
     assert unlabelled == []
+
+
+LADDER = [{"name": "full", "level": 0}, {"name": "reduced", "level": 1, "enter_load": 0.8, "exit_load": 0.6},
+          {"name": "minimal", "level": 2, "enter_load": 1.2, "exit_load": 0.9}]
+
+
+def test_the_ops_page_plots_the_last_fifteen_minutes_and_marks_each_policy_decision(
+        page, local_app, client, restore_policy):
+    page.get(f"{local_app.url}/ops")
+    wait = WebDriverWait(page, 10, poll_frequency=0.1)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-load .series-load polyline"), "the load line")
+    for chart in ("chart-queues", "chart-p95"):
+        lanes = {g.get_attribute("data-series") for g in page.find_elements(By.CSS_SELECTOR, f"#{chart} g.series")}
+        assert lanes == {"realtime", "batch"}
+
+    tier = REDUCED if restore_policy["tier"]["name"] == MINIMAL["name"] else MINIMAL
+    reason = "ui test: load 1.3 above the enter threshold"
+    client.put("/admin/policy", json={**restore_policy, "tier": tier, "reason": reason, "ladder": LADDER}
+               ).raise_for_status()
+
+    def marked(d):  # type: ignore[no-untyped-def]
+        titles = d.execute_script(
+            "return [...document.querySelectorAll('#chart-load line.decision title')].map((t) => t.textContent)")
+        return any(reason in title for title in titles)
+
+    wait.until(marked, "a decision mark with its reason on the load chart")
+    enter = page.find_elements(By.CSS_SELECTOR, "#chart-load line.threshold-enter")
+    assert sorted(line.get_attribute("data-tier") for line in enter) == ["minimal", "reduced"]
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f"#chart-load rect.tier-band[data-tier='{tier['name']}']"),
+               "the tier strip to show the new tier")
+    for chart in ("chart-queues", "chart-p95"):
+        assert page.find_elements(By.CSS_SELECTOR, f"#{chart} line.decision[data-tier='{tier['name']}']")
+    foreign = page.execute_script(
+        "return performance.getEntriesByType('resource').map((e) => e.name)"
+        ".filter((name) => !name.startsWith(location.origin))")
+    assert foreign == [], "the page must work offline: nothing fetched from another origin"
+
+
+def test_the_history_endpoint_needs_operators_credentials_and_stays_bounded(local_app, client):
+    import httpx
+
+    denied = httpx.get(f"{local_app.url}/v1/ops/history", headers={"Authorization": "Bearer not-a-key"})
+    assert denied.status_code == 401
+    history = client.get("/v1/ops/history").json()
+    assert history["window_s"] == 900 and len(history["samples"]) <= 451
+    sample = history["samples"][-1]
+    assert set(sample) == {"at", "load", "tier", "level", "running", "capacity", "queued", "p95_s"}
+    assert set(sample["queued"]) == set(sample["p95_s"]) == {"realtime", "batch"}
