@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
+from operators.metrics.prometheus import SELECTOR
 from serve.policy import DEFAULT_TIERS, DegradationTier, Lane, SizeText, TierRoute
 from serve.step_cache import StepCache
 
@@ -82,6 +83,9 @@ class MetricsSpec(SpecModel):
 
     source: Literal["prometheus", "scrape"] = "scrape"
     prometheus_url: str | None = None
+    # PromQL label matchers every query carries (source prometheus), e.g. the chart's
+    # `namespace="video",service="wanserve-router-metrics"`: this release's router only, never another's.
+    prometheus_selector: str = Field(default="", max_length=1024)
     scrape_url: str | None = None
     timeout_seconds: float = Field(default=5.0, gt=0)
 
@@ -89,6 +93,9 @@ class MetricsSpec(SpecModel):
     def _source_has_url(self) -> MetricsSpec:
         if self.source == "prometheus" and not self.prometheus_url:
             raise ValueError("metrics.prometheusUrl is required when metrics.source is 'prometheus'")
+        if not SELECTOR.match(self.prometheus_selector):
+            raise ValueError(f"metrics.prometheusSelector {self.prometheus_selector!r} is not a list of PromQL label "
+                             'matchers such as namespace="video",service="wanserve-router-metrics"')
         return self
 
 

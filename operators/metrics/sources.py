@@ -19,7 +19,7 @@ def source_for(
     """
     if spec.source == "prometheus":
         assert spec.prometheus_url is not None  # the spec validator guarantees it
-        return PrometheusSource(spec.prometheus_url, spec.timeout_seconds)
+        return PrometheusSource(spec.prometheus_url, spec.timeout_seconds, spec.prometheus_selector)
     url = spec.scrape_url or default_scrape_url
     if not url:
         raise ValueError("metrics.scrapeUrl is required when metrics.source is 'scrape'")

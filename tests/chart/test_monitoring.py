@@ -22,6 +22,10 @@ KNOWN_METRICS = {
     "wanserve_failover_blocked",
     "wanserve_rollout_stalled",
 }
+# Alerts also read what the dashboard leaves out.
+ALERT_METRICS = KNOWN_METRICS | {"wanserve_capacity_requests", "wanserve_consecutive_failures"}
+# The operator's own series (its /metrics); every other wanserve_* series comes from the router.
+OPERATOR_METRICS = {"wanserve_failover_blocked", "wanserve_rollout_stalled", "wanserve_rollout_rollbacks_total"}
 METRIC = re.compile(r"\bwanserve_[a-z_]+\b")
 REQUEST_STATUSES = {"completed", "failed", "rejected"}
 
@@ -31,26 +35,47 @@ def _alerts(rendered):
     return {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
 
 
-def test_rule_covers_failover_error_rate_degraded_tier_and_rollback(render):
+def test_rule_covers_failover_errors_capacity_metrics_operator_and_upgrades(render):
     assert set(_alerts(render("defaults"))) == {
+        "WanserveConsecutiveFailures",
         "WanserveFailoverHappened",
         "WanserveErrorRateHigh",
         "WanserveDegradedTierHeld",
+        "WanserveCapacityExhausted",
+        "WanserveMetricsAbsent",
+        "WanserveOperatorDown",
         "WanserveCanaryRolledBack",
         "WanserveFailoverImpossible",
         "WanserveRolloutStalled",
+        "WanserveUpgradeUnschedulable",
     }
 
 
-def test_alerts_use_only_known_metrics_scoped_to_the_namespace(render, namespace):
+def test_operator_alerts_go_with_the_operator(render):
+    alerts = _alerts(render(set_values=("operator.enabled=false",)))
+    assert not {"WanserveOperatorDown", "WanserveRolloutStalled", "WanserveFailoverImpossible"} & set(alerts)
+    assert "WanserveMetricsAbsent" in alerts
+
+
+def test_alerts_use_only_known_metrics_scoped_to_this_release(render, namespace, release):
+    router = f'namespace="{namespace}",service="{release}-router-metrics"'
+    operator = f'namespace="{namespace}",service="{release}-operator"'
     for name, alert in _alerts(render("defaults")).items():
-        metrics = set(METRIC.findall(alert["expr"]))
-        assert metrics, name
-        assert metrics <= KNOWN_METRICS, name
-        for selector in re.findall(r"wanserve_[a-z_]+\{([^}]*)\}", alert["expr"]):
-            assert f'namespace="{namespace}"' in selector, name
+        assert METRIC.findall(alert["expr"]) or name in {"WanserveOperatorDown", "WanserveUpgradeUnschedulable"}, name
+        assert set(METRIC.findall(alert["expr"])) <= ALERT_METRICS, name
+        # Every series is read from this release's own target: its router or its operator.
+        for metric, selector in re.findall(r"(wanserve_[a-z_]+)\{([^}]*)\}", alert["expr"]):
+            expected = operator if metric in OPERATOR_METRICS else router
+            assert selector.startswith(expected), (name, metric, selector)
+        assert f'namespace="{namespace}"' in alert["expr"] or f'exported_namespace="{namespace}"' in alert["expr"], name
         assert alert["labels"]["severity"] in {"warning", "critical"}
         assert alert["annotations"]["summary"]
+
+
+def test_consecutive_failures_warn_one_before_the_failover(render):
+    alert = _alerts(render(set_values=("policy.failover.consecutiveFailures=5",)))["WanserveConsecutiveFailures"]
+    assert alert["expr"].endswith(">= 4")
+    assert _alerts(render())["WanserveConsecutiveFailures"]["expr"].endswith(">= 2")
 
 
 def test_error_rate_alert_uses_the_configured_threshold_and_real_statuses(render, tmp_path):

@@ -156,7 +156,9 @@ def test_default_policy_targets_this_releases_rayservice(render, namespace):
 
 def test_prometheus_source_carries_its_url(render):
     metrics = render("values-05-canary-rollout.yaml").one("VideoServingPolicy")["spec"]["metrics"]
-    assert metrics == {"source": "prometheus", "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090"}
+    assert metrics == {"source": "prometheus", "prometheusUrl": "http://prometheus-operated.monitoring.svc:9090",
+                       # This release's router only, from the one target its ServiceMonitor scrapes.
+                       "prometheusSelector": 'namespace="video",service="wanserve-router-metrics"'}
 
 
 def test_operator_can_be_left_out(render):

@@ -87,7 +87,9 @@ def test_serving_image_defaults_to_the_chart_app_version(render, chart_dir):
     for pod, spec in render("defaults").pod_specs():
         if "redis" in pod:
             continue  # both Redis run the Redis image
-        assert spec["containers"][0]["image"] == f"ghcr.io/wanserve/wanserve:{app_version}", pod
+        # The operator runs the Dockerfile's slim `operator` target, under its own name.
+        repository = "ghcr.io/wanserve/wanserve-operator" if pod.endswith("-operator") else "ghcr.io/wanserve/wanserve"
+        assert spec["containers"][0]["image"] == f"{repository}:{app_version}", pod
 
 
 @pytest.mark.parametrize("tag", ["latest"])

@@ -67,12 +67,14 @@ def test_podmonitor_ports_exist_on_the_ray_containers(render):
                     assert endpoint["port"] in ports
 
 
-def test_ingress_servicemonitor_selects_kuberays_serve_service(render, release):
-    monitors = {m["metadata"]["name"]: m for m in render("defaults").of_kind("ServiceMonitor")}
+def test_ingress_servicemonitor_selects_the_router_metrics_service_only(render, release):
+    rendered = render("defaults")
+    monitors = {m["metadata"]["name"]: m for m in rendered.of_kind("ServiceMonitor")}
     ingress = monitors[f"{release}-ingress"]["spec"]
-    rayservice_name = render("defaults").rayservice["metadata"]["name"]
-    # KubeRay labels <rayservice>-serve-svc with ray.io/serve=<rayservice>-serve; its port is "serve".
-    assert ingress["selector"]["matchLabels"] == {"ray.io/serve": f"{rayservice_name}-serve"}
+    # Not KubeRay's serve Service (every proxy pod): the chart's router-metrics Service, one target.
+    selected = [s["metadata"]["name"] for s in rendered.of_kind("Service")
+                if ingress["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+    assert selected == [f"{release}-router-metrics"]
     (endpoint,) = ingress["endpoints"]
     assert {key: endpoint[key] for key in ("port", "path", "interval", "honorLabels")} == {
         "port": "serve", "path": "/metrics", "interval": "15s", "honorLabels": True}

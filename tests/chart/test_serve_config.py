@@ -59,7 +59,8 @@ def test_the_router_is_the_only_application_with_a_route(rendered):
 
 def test_the_router_lists_every_stage_application_and_carries_no_policy(rendered):
     (ingress,) = rendered.application["deployments"]
-    assert set(ingress["user_config"]) == {"topology"}, "the policy travels through Redis, not serveConfigV2"
+    # The policy travels through Redis, not serveConfigV2; the stages' sizing gives the router its capacity.
+    assert set(ingress["user_config"]) == {"topology", "capacity"}
     topology = Topology.model_validate(ingress["user_config"]["topology"])
     assert set(topology.app_names.values()) == set(rendered.applications) - {"wanserve"}
     for (version, instance), app_name in topology.app_names.items():
@@ -176,8 +177,8 @@ def test_defaults_point_the_app_at_the_mounted_model_and_chart_redis(render, nam
 def test_model_volume_is_mounted_read_only_where_model_dir_lives(rendered):
     args = rendered.stage_app()["args"]
     for name, spec in rendered.pod_specs():
-        if not name.startswith("RayService"):
-            continue
+        if not name.startswith("RayService worker"):
+            continue  # the head loads no weights (tests/chart/test_weights.py)
         (mount,) = [m for m in spec["containers"][0]["volumeMounts"] if m["name"] == "model"]
         assert mount["readOnly"] is True
         assert args["model_dir"].startswith(mount["mountPath"].rstrip("/") + "/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from operators.metrics.builder import CAPACITY, CONSECUTIVE_FAILURES, INFLIGHT, QUEUE_DEPTH, REQUESTS
-from operators.metrics.prometheus import QUERIES, PrometheusSource
+from operators.metrics.prometheus import PrometheusSource, queries
 from operators.metrics.scrape import ScrapeSource
 from operators.metrics.snapshot import InstanceHealth
 from tests.operators.conftest import FakeIngress, FakePrometheus
@@ -38,6 +38,7 @@ async def test_unreachable_scrape_is_no_data() -> None:
 
 
 async def test_prometheus_api_gives_the_same_snapshot(prometheus: FakePrometheus) -> None:
+    QUERIES = queries()  # the same table the source sends
     prometheus.vectors = {
         QUERIES[INFLIGHT]: [({}, 3)],
         QUERIES[QUEUE_DEPTH]: [({"lane": "realtime"}, 2), ({"lane": "batch"}, 1)],
@@ -70,3 +71,14 @@ async def test_prometheus_without_series_is_no_data(prometheus: FakePrometheus) 
     snapshot = await PrometheusSource(prometheus.url).read(now=7.0)
     assert snapshot.has_data is False
     assert "no wanserve_* series" in snapshot.error
+
+
+async def test_every_query_carries_the_selector(prometheus: FakePrometheus) -> None:
+    selector = 'namespace="video",service="wanserve-router-metrics"'
+    await PrometheusSource(prometheus.url, selector=selector).read(now=1.0)
+    assert prometheus.queries and all(f"{{{selector}}}" in query for query in prometheus.queries)
+
+
+async def test_a_selector_that_is_not_promql_matchers_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a PromQL label selector"):
+        queries('namespace="video"} or vector(1')

@@ -269,6 +269,14 @@ worker groups beside the stable version; the backup instance has worker groups o
 {{- if and (eq $v.model.volume.type "hostPath") (not $v.model.volume.hostPath) }}
 {{- fail "model.volume.hostPath is empty: give the node directory that holds the weights" }}
 {{- end }}
+{{- include "wanserve.validateModel" . }}
+{{- if and (eq $v.policy.metrics.source "prometheus") $v.operator.enabled $v.policy.create (not $v.monitoring.serviceMonitor.enabled) }}
+{{- fail "policy.metrics.source is prometheus but monitoring.serviceMonitor.enabled is false: nothing would scrape the router for the operator to query; turn the ServiceMonitor on or use policy.metrics.source=scrape" }}
+{{- end }}
+{{- $drain := $v.drain }}
+{{- if lt (int $drain.terminationGracePeriodSeconds) (add (int $drain.gracefulShutdownTimeoutSeconds) 20 | int) }}
+{{- fail (printf "drain.terminationGracePeriodSeconds (%d) must be at least drain.gracefulShutdownTimeoutSeconds (%d) + 20: Kubernetes would kill pods while their replicas still drain running generations" (int $drain.terminationGracePeriodSeconds) (int $drain.gracefulShutdownTimeoutSeconds)) }}
+{{- end }}
 {{- if and (eq $v.redis.mode "external") (not $v.redis.external.url) }}
 {{- fail "redis.mode is external but redis.external.url is empty: set it (redis://host:6379/0) or use redis.mode=internal" }}
 {{- end }}
@@ -288,6 +296,25 @@ worker groups beside the stable version; the backup instance has worker groups o
 {{- end }}
 {{- if not (hasPrefix (printf "%s/" $mount) $rollout.candidateModelDir) }}
 {{- fail (printf "policy.rollout.candidateModelDir (%s) must be under model.mountPath (%s): only that volume is mounted" $rollout.candidateModelDir $v.model.mountPath) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* The model volume and its download. */}}
+{{- define "wanserve.validateModel" -}}
+{{- $m := .Values.model }}
+{{- if $m.download.enabled }}
+{{- if not $m.download.revision }}
+{{- fail "model.download.enabled needs model.download.revision: pin a commit of the repository (see its \"Files and versions\" page), so every pod loads the same weights" }}
+{{- end }}
+{{- if eq $m.volume.type "hostPath" }}
+{{- fail "model.download.enabled needs a shared volume the Job can write: set model.volume.type to template (the chart creates the claim) or persistentVolumeClaim (a ReadWriteMany claim)" }}
+{{- end }}
+{{- end }}
+{{- range $key := splitList " " (include "wanserve.stageOrder" .) }}
+{{- $a := (index $.Values.stages $key).autoscaling }}
+{{- if and (not (kindIs "invalid" $a.initialReplicas)) (or (lt (int $a.initialReplicas) (int $a.minReplicas)) (gt (int $a.initialReplicas) (int $a.maxReplicas))) }}
+{{- fail (printf "stages.%s.autoscaling.initialReplicas (%v) must lie between minReplicas (%v) and maxReplicas (%v)" $key $a.initialReplicas $a.minReplicas $a.maxReplicas) }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -37,3 +37,38 @@ else (Kubernetes expands $(POD_IP) in the container args KubeRay writes).
 {{- fail "ray.auth.existingSecret and ray.auth.secretPerCluster exclude each other: secretPerCluster (KubeRay 1.5.x) lets KubeRay make the token Secrets, existingSecret (KubeRay 1.6+) names yours" }}
 {{- end }}
 {{- end }}
+
+{{/*
+The Redis the GCS keeps the cluster's metadata in (GCS fault tolerance): ray.gcsFaultTolerance.redisAddress,
+else the chart's durable Redis, else the external one's host:port (rediss:// kept for TLS); empty when there
+is no Redis (redis.mode none), and then a head restart restarts the cluster.
+*/}}
+{{- define "wanserve.gcsRedisAddress" -}}
+{{- $ft := .Values.ray.gcsFaultTolerance }}
+{{- if $ft.enabled }}
+{{- if $ft.redisAddress }}
+{{- $ft.redisAddress }}
+{{- else if eq .Values.redis.mode "internal" }}
+{{- printf "%s-redis.%s.svc:6379" (include "wanserve.fullname" .) .Release.Namespace }}
+{{- else if eq .Values.redis.mode "external" }}
+{{- $url := .Values.redis.external.url }}
+{{- $hostPort := regexReplaceAll "^rediss?://([^/]*)(/.*)?$" $url "${1}" }}
+{{- if hasPrefix "rediss://" $url }}rediss://{{ end }}{{ $hostPort }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* RayClusterSpec.gcsFaultToleranceOptions (KubeRay 1.3+), when there is a Redis for it. */}}
+{{- define "wanserve.gcsFaultToleranceOptions" -}}
+{{- with include "wanserve.gcsRedisAddress" . }}
+gcsFaultToleranceOptions:
+  redisAddress: {{ . | quote }}
+  {{- if include "wanserve.redisHasPassword" $ }}
+  redisPassword:
+    valueFrom:
+      secretKeyRef:
+        name: {{ include "wanserve.redisSecretName" $ }}
+        key: {{ $.Values.redis.auth.secretKey }}
+  {{- end }}
+{{- end }}
+{{- end }}

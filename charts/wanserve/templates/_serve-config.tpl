@@ -73,18 +73,26 @@ into the code version: changing them restarts every replica).
 {{- range $key := splitList " " (include "wanserve.stageOrder" $root) }}
 {{- $stage := include "wanserve.instanceStage" (dict "root" $root "key" $key "instance" $.instance "candidate" $.candidate) | fromYaml }}
 {{- $meta := include "wanserve.instanceGroup" (dict "root" $root "key" $key "instance" $.instance) | fromYaml }}
-{{- $deployments = append $deployments (dict
+{{- $maxOngoing := int $stage.maxOngoingRequests }}
+{{- /* A Denoiser replica advances batchMaxSize requests together: it must take that many calls. */}}
+{{- if eq $key "denoiser" }}
+{{- $maxOngoing = max $maxOngoing (int $root.Values.lanes.batchMaxSize) | int }}
+{{- end }}
+{{- $deployment := dict
     "name" $meta.deployment
-    "max_ongoing_requests" (int $stage.maxOngoingRequests)
+    "max_ongoing_requests" $maxOngoing
     "max_queued_requests" (int $stage.maxQueuedRequests)
-    "autoscaling_config" (dict
-      "min_replicas" (int $stage.autoscaling.minReplicas)
-      "max_replicas" (int $stage.autoscaling.maxReplicas)
-      "target_ongoing_requests" $stage.autoscaling.targetOngoingRequests)
+    "graceful_shutdown_timeout_s" (int $root.Values.drain.gracefulShutdownTimeoutSeconds)
+    "autoscaling_config" (include "wanserve.autoscalingConfig" $stage.autoscaling | fromYaml)
     "ray_actor_options" (dict
       "num_cpus" $stage.replica.numCpus
       "num_gpus" $stage.replica.numGpus
-      "resources" (dict $meta.pinResource 1))) }}
+      "resources" (dict $meta.pinResource 1)) }}
+{{- if eq $key "denoiser" }}
+{{- /* Its batch is a user_config: Serve reconfigures the running replicas, no restart. */}}
+{{- $_ := set $deployment "user_config" (dict "batch_max_size" (int $root.Values.lanes.batchMaxSize)) }}
+{{- end }}
+{{- $deployments = append $deployments $deployment }}
 {{- end }}
 {{- toYaml (dict
     "name" (include "wanserve.stageAppName" .)
@@ -92,6 +100,33 @@ into the code version: changing them restarts every replica).
     "route_prefix" nil
     "args" $args
     "deployments" $deployments) }}
+{{- end }}
+
+{{/* Serve's autoscaling_config of one stage from its values' autoscaling block. */}}
+{{- define "wanserve.autoscalingConfig" -}}
+{{- $config := dict
+    "min_replicas" (int .minReplicas)
+    "max_replicas" (int .maxReplicas)
+    "target_ongoing_requests" .targetOngoingRequests
+    "upscale_delay_s" .upscaleDelaySeconds
+    "downscale_delay_s" .downscaleDelaySeconds }}
+{{- if not (kindIs "invalid" .initialReplicas) }}
+{{- $_ := set $config "initial_replicas" (int .initialReplicas) }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
+{{/*
+What the router's capacity derives from (serve/app/capacity.py): the stable version's Denoiser replicas at
+most x the batch, shared by the Ingress replicas that always run. In the Ingress user_config, so scaling a
+stage reconfigures the router instead of restarting it.
+*/}}
+{{- define "wanserve.stageCapacity" -}}
+{{- $denoiser := include "wanserve.instanceStage" (dict "root" . "key" "denoiser" "instance" "primary") | fromYaml }}
+{{- toYaml (dict
+    "denoiser_replicas" (int $denoiser.autoscaling.maxReplicas)
+    "batch_max_size" (int .Values.lanes.batchMaxSize)
+    "router_replicas" (max 1 (int .Values.ingress.autoscaling.minReplicas) | int)) }}
 {{- end }}
 
 {{/* The router's topology: the stable version and every stage application (the Ingress user_config). */}}
@@ -123,14 +158,17 @@ into the code version: changing them restarts every replica).
       "min_replicas" (int $v.ingress.autoscaling.minReplicas)
       "max_replicas" (int $v.ingress.autoscaling.maxReplicas)
       "target_ongoing_requests" $v.ingress.autoscaling.targetOngoingRequests)
+    "graceful_shutdown_timeout_s" (int $v.drain.gracefulShutdownTimeoutSeconds)
     "ray_actor_options" $ingressActor
-    "user_config" (dict "topology" (include "wanserve.topology" . | fromYaml)) }}
+    "user_config" (dict
+      "topology" (include "wanserve.topology" . | fromYaml)
+      "capacity" (include "wanserve.stageCapacity" . | fromYaml)) }}
 {{- $redisUrl := include "wanserve.redisUrl" . }}
 {{- $args := dict
     "redis_url" (ternary $redisUrl nil (ne $redisUrl ""))
     "policy_key" (include "wanserve.policyKey" .)
     "max_frame_area" (int $v.model.maxFrameArea)
-    "lanes" (dict "tenant_queue_share" $v.lanes.tenantQueueShare) }}
+    "lanes" (dict "tenant_queue_share" $v.lanes.tenantQueueShare "batch_max_size" (int $v.lanes.batchMaxSize)) }}
 {{- /* Unset means the cache shares redis_url. */}}
 {{- with include "wanserve.redisCacheUrl" . }}
 {{- $_ := set $args "cache_redis_url" . }}
