@@ -38,7 +38,7 @@ lint: install ## ruff and mypy
 	$(VENV)/bin/ruff check serve operators tests bench
 	$(VENV)/bin/mypy
 
-BENCH_SCRIPTS := stage_split cache_hits priority batching burst memory gpu_fullsize
+BENCH_SCRIPTS := stage_split cache_hits priority batching burst memory quality_ladder eta_error gpu_fullsize
 
 bench: install services ## CPU benchmarks; each prints its figures and a goal line (bench/NAME.py [--quick] alone)
 	@for name in $(BENCH_SCRIPTS); do echo "== bench/$$name.py"; $(PY) bench/$$name.py || exit 1; done

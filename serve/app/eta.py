@@ -74,10 +74,11 @@ class CostModel:
             # One cost seen so far: proportional to it.
             return CostFit(0.0, mean_y / mean_x if mean_x > 0 else 0.0)
         per_unit = sum((units - mean_x) * (seconds - mean_y) for units, seconds in seen) / spread
-        if per_unit <= 0:
-            # Noise swamped the slope: fall back to proportional, which never predicts less for more work.
-            return CostFit(0.0, mean_y / mean_x if mean_x > 0 else 0.0)
-        base = max(0.0, mean_y - per_unit * mean_x)
+        base = mean_y - per_unit * mean_x
+        if per_unit <= 0 or base < 0:
+            # Noise swamped the line: the line through the origin (least squares), never less for more work.
+            squares = sum(units * units for units, _ in seen)
+            return CostFit(0.0, sum(units * seconds for units, seconds in seen) / squares if squares > 0 else 0.0)
         return CostFit(base, per_unit)
 
     def estimate(self, version: str, units: float) -> float | None:
