@@ -142,10 +142,19 @@ function describe(video) {
   return `${size}, ${frames} frames at ${video.fps} fps (${(frames / video.fps).toFixed(2)} s)`;
 }
 
+// "expected to start in about 12 s" from the job's ETA (Unix seconds), or nothing without one.
+function etaWords(video) {
+  const eta = video.eta;
+  if (!eta) return "";
+  const inSeconds = (at) => Math.max(0, Math.round(at - Date.now() / 1000));
+  if (video.status === "queued") return `, expected to start in about ${inSeconds(eta.estimated_start_at)} s`;
+  return `, about ${inSeconds(eta.estimated_finish_at)} s left`;
+}
+
 function statusWords(video) {
   switch (video.status) {
-    case "queued": return "Queued, waiting for a free slot";
-    case "in_progress": return `Generating, ${video.progress}%`;
+    case "queued": return `Queued, waiting for a free slot${etaWords(video)}`;
+    case "in_progress": return `Generating, ${video.progress}%${etaWords(video)}`;
     case "completed": return video.cache_hit ? "Done (from the cache)" : "Done";
     case "failed": return "Failed";
     default: return video.status;
@@ -161,9 +170,10 @@ function renderJob(video) {
   const note = $("job-served");
   note.hidden = !served;
   if (served) {
-    note.textContent = `Served at ${served.size}, ${served.num_frames} frames, ${served.num_inference_steps} steps `
-      + `(degradation tier "${served.tier}") instead of ${video.size}, ${video.num_frames} frames, `
-      + `${video.num_inference_steps} steps.`;
+    const cache = served.step_cache ? `, step caching ${served.step_cache}` : "";
+    note.textContent = `Served by ${video.model} at ${served.size}, ${served.num_frames} frames, `
+      + `${served.num_inference_steps} steps${cache} (degradation tier "${served.tier}") instead of `
+      + `${video.size}, ${video.num_frames} frames, ${video.num_inference_steps} steps.`;
   }
 }
 
