@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SCRIPTS = ["stage_split", "hops", "cache_hits", "priority", "batching", "burst", "memory", "quality_ladder", "eta_error",
-           "gpu_fullsize"]
+SCRIPTS = ["stage_split", "hops", "cache_hits", "priority", "batching", "burst", "memory", "quality_ladder",
+           "eta_error", "gpu_fullsize"]
 TIMEOUT_S = 420
 
 pytestmark = pytest.mark.integration

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from operators.spec import parse_spec
 
-TIERS = [
+TIERS: list[dict[str, Any]] = [
     {"name": "full"},
     {"name": "cached", "stepCache": {"method": "first_block", "threshold": 0.1}, "enterLoad": 0.8, "exitLoad": 0.6},
     {"name": "distilled", "lanes": ["realtime"], "enterLoad": 1.2, "exitLoad": 0.9,
@@ -16,7 +17,7 @@ TIERS = [
 ]
 
 
-def _values(tmp_path: Path, tiers: list[dict[str, object]]) -> Path:
+def _values(tmp_path: Path, tiers: list[dict[str, Any]]) -> Path:
     path = tmp_path / "tiers.yaml"
     path.write_text(yaml.safe_dump({"policy": {"tiers": tiers}}))
     return path
