@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -101,6 +102,9 @@ class _SummedGauges(Collector):
             yield family
 
 
+_UPDATES = frozenset({"inc", "observe", "set_gauge", "replace_gauge"})
+
+
 class MetricsBoard:
     """The app-wide metric state. Plain class: Ray wraps it as an actor, tests use it directly."""
 
@@ -119,6 +123,12 @@ class MetricsBoard:
                 )
         self._gauges = _SummedGauges(METRICS)
         self.registry.register(self._gauges)
+
+    def apply(self, batch: Sequence[tuple[str, tuple[Any, ...]]]) -> None:
+        """Updates buffered by a replica (`Telemetry`): each one an (update method, its arguments)."""
+        for method, args in batch:
+            if method in _UPDATES:
+                getattr(self, method)(*args)
 
     def inc(self, name: str, labels: Sequence[str] = (), amount: float = 1.0) -> None:
         counter = self._counters[name]

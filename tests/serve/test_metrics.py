@@ -79,3 +79,49 @@ def test_a_stage_application_reports_to_its_routers_board():
     assert board_app("fifo-wan-candidate-backup", ["wan-candidate"]) == "fifo"
     assert board_app("wanserve", []) == "wanserve"
     assert board_app("wanserve-other-primary", ["wan2.2-ti2v-5b"]) == "wanserve-other-primary"
+
+
+class _BoardHandle:
+    """What `Telemetry` sees of the board actor: ``apply.remote`` runs on a local board, and is counted."""
+
+    def __init__(self, board: MetricsBoard) -> None:
+        self.calls = 0
+        outer = self
+
+        class _Apply:
+            @staticmethod
+            def remote(batch: list[tuple[str, tuple[object, ...]]]) -> None:
+                outer.calls += 1
+                board.apply(batch)
+
+        self.apply = _Apply()
+
+
+def test_a_replica_sends_its_reports_in_one_call_per_flush(monkeypatch):
+    from serve.app import telemetry as telemetry_module
+    from serve.app.telemetry import Telemetry
+
+    monkeypatch.setattr(telemetry_module, "_in_ray", lambda: True)  # as in a replica
+
+    board = MetricsBoard()
+    handle = _BoardHandle(board)
+    telemetry = Telemetry(source="replica-1")
+    telemetry._board = lambda: handle  # type: ignore[method-assign]
+    labels = ("completed", "realtime", "v1", "full", "default")
+    for _ in range(50):
+        telemetry.inc("wanserve_requests_total", labels)
+        telemetry.observe_stage("denoiser", 0.5)
+    telemetry.set_gauge("wanserve_inflight_requests", (), 3)
+    telemetry.flush()
+    telemetry.flush()  # nothing new: no call
+    assert handle.calls == 1
+    samples = _samples(board)
+    assert samples[("wanserve_stage_latency_seconds_count", (("stage", "denoiser"),))] == 50
+    assert samples[("wanserve_inflight_requests", ())] == 3
+    assert sum(value for (name, _), value in samples.items() if name == "wanserve_requests_total") == 50
+
+
+def test_the_board_applies_only_update_methods():
+    board = MetricsBoard()
+    board.apply([("exposition", ()), ("__init__", ()), ("inc", ("wanserve_moderation_blocked_total", (), 1.0))])
+    assert _samples(board)[("wanserve_moderation_blocked_total", ())] == 1
