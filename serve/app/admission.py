@@ -163,6 +163,9 @@ class Admission:
                           headers={"Retry-After": str(error.retry_after)}) from None
         ticket = Ticket(job, plan, started, refund)
         await self._enqueue(ticket)
+        if self.timeline is not None and job.eta is not None:
+            # Counted from now, before a claim loop takes it: the next request's ETA waits behind it.
+            self.timeline.admit(job.id, plan.lane, plan.model_version, cost_units(plan.params))
         return ticket
 
     def _eta(self, plan: Plan, tenant: str) -> JobEta | None:

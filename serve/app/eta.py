@@ -10,9 +10,10 @@ request is refused for its deadline.
 
 The start comes from a simulation of this replica's lanes: ``capacity`` slots (the batch lane may hold
 ``batch_slots`` of them), the jobs running now (each with its estimated remaining time), then the jobs
-waiting ahead of the new one (realtime before batch, first come first served), each on the earliest
-free slot. What it does not know: jobs other router replicas hold, and how batch requests that share
-a transformer batch speed each other up (it counts them one after another: a batch ETA errs late).
+waiting ahead of the new one (admitted or claimed here; realtime before batch, first come first served),
+each on the earliest free slot. What it does not know: jobs other router replicas admitted and hold, and
+how batch requests that share a transformer batch speed each other up (it counts them one after
+another: a batch ETA errs late).
 
 Pure: a clock is passed in; no Ray, no Redis.
 """
@@ -31,6 +32,8 @@ from serve.params import GenerationParams
 
 MIN_OBSERVATIONS = 2
 DEFAULT_WINDOW = 64
+# A replica claims the jobs it admitted within a second or two; one it has not claimed by then ran elsewhere.
+UNCLAIMED_TTL_S = 60.0
 VAE_TEMPORAL = 4  # 4x temporal compression: latent frames = (frames - 1) / 4 + 1
 
 
@@ -95,6 +98,8 @@ class HeldJob:
     units: float
     seq: int
     started_at: float | None = None
+    # Admitted here and not claimed (by this replica) yet: since when.
+    unclaimed_since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -108,24 +113,32 @@ class Eta:
 class Timeline:
     """The jobs one router replica holds, the cost model they feed, and the ETA of one more.
 
-    ``hold`` a job when the replica claims it, ``start`` it when its generation takes a lane slot,
-    ``finish`` it when the generation ended (a successful one's duration feeds the cost model).
+    ``admit`` a job when this replica accepts it (it waits in the work queue, usually for this
+    replica), ``hold`` it when the replica claims it, ``start`` it when its generation takes a lane
+    slot, ``finish`` it when the generation ended (a successful one's duration feeds the cost model).
+    A job admitted here but not claimed here within ``unclaimed_ttl_s`` (another replica took it, or
+    it was deleted while queued) stops counting.
     """
 
     def __init__(self, clock: Callable[[], float], capacity: Callable[[], int], batch_slots: Callable[[], int],
-                 model: CostModel | None = None) -> None:
+                 model: CostModel | None = None, unclaimed_ttl_s: float = UNCLAIMED_TTL_S) -> None:
         self.model = model or CostModel()
         self._clock = clock
         self._capacity = capacity
         self._batch_slots = batch_slots
+        self.unclaimed_ttl_s = unclaimed_ttl_s
         self._held: dict[str, HeldJob] = {}
         self._seq = itertools.count()
+
+    def admit(self, job_id: str, lane: Priority, version: str, units: float) -> None:
+        self._held.setdefault(job_id, HeldJob(lane, version, units, next(self._seq), unclaimed_since=self._clock()))
 
     def now(self) -> float:
         return self._clock()
 
     def hold(self, job_id: str, lane: Priority, version: str, units: float) -> None:
-        self._held.setdefault(job_id, HeldJob(lane, version, units, next(self._seq)))
+        job = self._held.setdefault(job_id, HeldJob(lane, version, units, next(self._seq)))
+        job.unclaimed_since = None
 
     def start(self, job_id: str) -> None:
         job = self._held.get(job_id)
@@ -140,6 +153,7 @@ class Timeline:
     def eta(self, lane: Priority, version: str, units: float) -> Eta | None:
         """The new job's start and finish, or None while any version involved has no fitted cost."""
         seconds = self.model.estimate(version, units)
+        self._forget_unclaimed()
         held = [(job, self.model.estimate(job.version, job.units)) for job in self._held.values()]
         if seconds is None or any(duration is None for _, duration in held):
             return None
@@ -153,6 +167,13 @@ class Timeline:
             return None
         seconds = self.model.estimate(job.version, job.units)
         return None if seconds is None else Eta(job.started_at, job.started_at + seconds)
+
+
+    def _forget_unclaimed(self) -> None:
+        oldest = self._clock() - self.unclaimed_ttl_s
+        for job_id in [job_id for job_id, job in self._held.items()
+                       if job.unclaimed_since is not None and job.unclaimed_since < oldest]:
+            del self._held[job_id]
 
 
 def estimate(

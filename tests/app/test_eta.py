@@ -172,3 +172,32 @@ async def test_a_request_that_cannot_start_within_its_lanes_deadline_gets_429_wi
     assert "95s" in error.message and "60s" in error.message
     batch = await admission.admit(VideoRequest(PARAMS, priority="batch"), "team-a")  # no batch deadline
     assert batch.job.eta is not None and batch.job.eta.estimated_start_at == pytest.approx(clock.now + 95.0)
+
+
+def test_an_admitted_job_counts_until_another_replica_must_have_claimed_it():
+    clock = Clock()
+    timeline = _timeline(clock)
+    timeline.admit("queued-here", "realtime", VERSION, 3.0)
+    eta = timeline.eta("realtime", VERSION, 1.0)
+    assert eta is not None and eta.start - clock.now == pytest.approx(30.0)
+    clock.now += timeline.unclaimed_ttl_s + 1
+    eta = timeline.eta("realtime", VERSION, 1.0)
+    assert eta is not None and eta.start == clock.now
+    timeline.admit("claimed", "realtime", VERSION, 3.0)
+    timeline.hold("claimed", "realtime", VERSION, 3.0)
+    clock.now += timeline.unclaimed_ttl_s + 1
+    eta = timeline.eta("realtime", VERSION, 1.0)
+    assert eta is not None and eta.start - clock.now == pytest.approx(30.0)
+
+
+async def test_a_burst_of_admissions_queues_each_eta_behind_the_ones_before():
+    clock = Clock()
+    admission = _admission(_timeline(clock), deadline=60.0)
+    starts = []
+    for index in range(3):
+        params = PARAMS.model_copy(update={"seed": index})
+        ticket = await admission.admit(VideoRequest(params), "team-a")
+        assert ticket.job.eta is not None
+        starts.append(ticket.job.eta.estimated_start_at - clock.now)
+    step = 10.0 * cost_units(PARAMS)
+    assert starts == pytest.approx([0.0, step, 2 * step], abs=0.02)
