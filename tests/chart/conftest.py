@@ -102,7 +102,7 @@ class Rendered:
 
     def pod_specs(self) -> Iterator[tuple[str, dict[str, Any]]]:
         """Every pod spec the release creates, directly or through KubeRay, named for messages."""
-        for kind in ("Deployment", "StatefulSet"):
+        for kind in ("Deployment", "StatefulSet", "Job"):
             for obj in self.of_kind(kind):
                 yield f"{kind}/{obj['metadata']['name']}", obj["spec"]["template"]["spec"]
         for rs in self.of_kind("RayService"):

@@ -133,3 +133,18 @@ def test_the_ingress_service_monitor_keeps_wanserves_instance_label(render):
     monitors = [m for m in render().of_kind("ServiceMonitor") if m["metadata"]["name"].endswith("-ingress")]
     assert monitors, "no ingress ServiceMonitor rendered"
     assert all(endpoint.get("honorLabels") is True for endpoint in monitors[0]["spec"]["endpoints"])
+
+
+def test_the_router_is_scraped_from_one_target_the_head_not_every_proxy_pod(rendered, release):
+    if not rendered.of_kind("ServiceMonitor"):
+        assert not [s for s in rendered.of_kind("Service") if s["metadata"]["name"].endswith("-router-metrics")]
+        return
+    service = rendered.named("Service", f"{release}-router-metrics")
+    (port,) = service["spec"]["ports"]
+    assert (port["name"], port["port"]) == ("serve", 8000)
+    selector = service["spec"]["selector"]
+    cluster = rendered.rayservice["spec"]["rayClusterConfig"]
+    head = cluster["headGroupSpec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= head.items()
+    for group in cluster["workerGroupSpecs"]:
+        assert not selector.items() <= group["template"]["metadata"]["labels"].items(), group["groupName"]

@@ -231,3 +231,22 @@ def test_the_evaluator_opens_pods_no_policy_selects(run_helm, chart_dir):
     release = _release(run_helm, chart_dir, "a", "--set", "networkPolicy.enabled=false")
     assert release.policies == []
     assert admitted(release.policies, OUTSIDERS["other-namespace pod"], release.pods["wanserve-redis"], 6379)
+
+
+def test_prometheus_scrapes_the_router_in_the_hardened_scenario(run_helm, chart_dir, scenario_dir):
+    # values-06 admits only the API gateway to the HTTP API; Prometheus still reaches the router's /metrics
+    # on the head (the router-metrics Service) and the operator's metrics port, and nobody else gets in.
+    hardened = _release(run_helm, chart_dir, "a", "-f", str(scenario_dir / "values-06-hardened.yaml"))
+    policies, head = hardened.policies, hardened.pods["ray-head"]
+    assert admitted(policies, OUTSIDERS["prometheus"], head, 8000)
+    assert admitted(policies, OUTSIDERS["prometheus"], hardened.pods["wanserve-operator"], 8080)
+    assert admitted(policies, OUTSIDERS["api gateway"], head, 8000)
+    for name in ("same-namespace pod", "other-namespace pod"):
+        assert not admitted(policies, OUTSIDERS[name], head, 8000), name
+
+
+def test_without_the_service_monitor_prometheus_gets_no_serve_port(run_helm, chart_dir, scenario_dir):
+    hardened = _release(run_helm, chart_dir, "a", "-f", str(scenario_dir / "values-06-hardened.yaml"),
+                        "--set", "monitoring.serviceMonitor.enabled=false")
+    assert not admitted(hardened.policies, OUTSIDERS["prometheus"], hardened.pods["ray-head"], 8000)
+    assert admitted(hardened.policies, OUTSIDERS["prometheus"], hardened.pods["ray-head"], 8080)

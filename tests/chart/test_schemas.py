@@ -44,6 +44,8 @@ def test_every_kind_is_validated_somewhere(rendered):
         "StatefulSet",
         "PodDisruptionBudget",
         "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "Job",
     }
     unknown = {obj["kind"] for obj in rendered.objects} - known_core - NOT_CORE
     assert not unknown, f"add a schema check for {unknown}"
