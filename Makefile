@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
-services: ## install the system packages the tests use (redis-server, chromium, chromium-driver), when missing
+services: ## install the system packages the tests use (redis-server, prometheus with promtool, chromium, chromium-driver), when missing
 	@bash scripts/install-services.sh
 
 run: install ## serve locally on http://127.0.0.1:8000 (tiny checkpoint unless WANSERVE_MODEL_DIR is set); a canary: make run SERVE_ARGS="--candidate tiny"

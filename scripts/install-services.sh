@@ -5,10 +5,15 @@ set -euo pipefail
 
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
+# A real Prometheus for the operator's Prometheus metric source, and promtool for the chart's alert rules.
+command -v prometheus >/dev/null || missing+=(prometheus)
+command -v promtool >/dev/null || missing+=(prometheus)
 # Headless Chromium and its driver for the browser tests of the playground (tests/ui).
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
 
+# One package may be listed twice above (prometheus ships promtool).
+mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk 'NF && !seen[$0]++')
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
