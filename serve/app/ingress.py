@@ -130,7 +130,7 @@ def _refusal(request: Request) -> Response | None:
 app.add_middleware(_Guard)
 
 
-def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
+async def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
     caller: Caller = request.state.caller
     return caller
 
