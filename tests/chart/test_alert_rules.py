@@ -228,3 +228,10 @@ def test_a_wrong_expectation_fails_the_run(promtool, groups, tmp_path):
     result = _promtool(promtool, "test", "rules", "tests.yaml", cwd=tmp_path)
     assert result.returncode != 0
     assert "WanserveCapacityExhausted" in result.stdout + result.stderr
+
+
+def test_every_alert_has_a_runbook_section_in_the_docs(groups):
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "kubernetes.md").read_text()
+    sections = {line.removeprefix("### ").strip() for line in docs.splitlines() if line.startswith("### ")}
+    alerts = {rule["alert"] for group in groups for rule in group["rules"]}
+    assert alerts <= sections, f"runbook sections missing in docs/kubernetes.md: {sorted(alerts - sections)}"
