@@ -4,7 +4,7 @@ Served (the cluster's shape: jobs, cache and artifacts in a real Redis): POST /v
 queued and claimed by the router -> TextEncoder -> Denoiser -> Decoder (separate Ray Serve
 deployments) -> artifacts stored -> job record written -> the client's event stream (SSE) says
 ``completed`` -> the client downloads the mp4. In-process: `serve.pipeline.stages.StagePipeline`, the
-same three classes with no Serve, Redis or HTTP. Rounds alternate; figures are medians per video.
+same three classes with no Serve, Redis or HTTP. Rounds alternate; figures are means per video.
 
 The client measures what it sees (the POST's answer, the ``completed`` event, the download); the
 replicas measure their stages (``wanserve_stage_latency_seconds``) and the router its own hops
@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from statistics import fmean
 
 import httpx
 from common import (
@@ -29,7 +30,6 @@ from common import (
     bench_checkpoint,
     follow_events,
     goal_line,
-    median,
     metric,
     parse_args,
     say,
@@ -111,10 +111,11 @@ def report(figures: Figures, before: dict[str, tuple[float, float]], after: dict
            videos: int) -> None:
     # Per video: a stage is called once per video; router hops may be observed several times per video.
     served = {key: (after[key][0] - before[key][0]) / videos for key in after}
-    in_process = {stage: median([run[stage] for run in figures.in_process]) for stage in STAGES}
-    completed = median([timeline.completed for timeline in figures.served])
-    answered = median([timeline.answered for timeline in figures.served])
-    download = median([timeline.downloaded - timeline.completed for timeline in figures.served])
+    in_process = {stage: fmean([run[stage] for run in figures.in_process]) for stage in STAGES}
+    # Means, so the rows add up to the total (the replicas' figures are means too).
+    completed = fmean([timeline.completed for timeline in figures.served])
+    answered = fmean([timeline.answered for timeline in figures.served])
+    download = fmean([timeline.downloaded - timeline.completed for timeline in figures.served])
     accounted = answered + sum(served[key] for key in (*STAGES, *ROUTER_HOPS))
     rows: list[tuple[str, float, float | None]] = [
         ("HTTP POST (admission: access, quota, moderation, plan, cache miss, job and queue writes)", answered, None)]
@@ -128,7 +129,7 @@ def report(figures: Figures, before: dict[str, tuple[float, float]], after: dict
     for name, seconds, alone in rows:
         say(f"{name:<96} {seconds:>9.3f} {'' if alone is None else f'{alone:9.3f}':>9}")
     compute = sum(in_process.values())
-    say(f"{'POST -> completed event (median)':<96} {completed:>9.3f} {compute:>9.3f}")
+    say(f"{'POST -> completed event (mean)':<96} {completed:>9.3f} {compute:>9.3f}")
     say(f"{'completed event -> mp4 downloaded':<96} {download:>9.3f}")
     say(f"served/in-process: {completed / compute:.3f} (to the completed event), "
         f"{(completed + download) / compute:.3f} (to the downloaded mp4)")
