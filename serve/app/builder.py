@@ -15,6 +15,7 @@ from ray.serve import Application
 from ray.serve.deployment import Deployment
 
 from serve.app.args import AppArgs, StageAppArgs, StageArgs
+from serve.app.capacity import StageCapacity
 from serve.app.ingress import Ingress
 from serve.app.model_instance import ROOT_OPTIONS, ModelInstanceDeployment
 from serve.app.stages import DecoderDeployment, DenoiserDeployment, TextEncoderDeployment
@@ -62,9 +63,13 @@ def build_stage_app(args: StageAppArgs) -> Application:
     )
 
 
-def router_user_config(topology: Topology) -> dict[str, Any]:
-    """The Ingress user_config: the topology only (the policy travels through the policy store)."""
-    return {"topology": topology.model_dump(mode="json")}
+def router_user_config(topology: Topology, capacity: StageCapacity | None = None) -> dict[str, Any]:
+    """The Ingress user_config: the topology, and on a cluster the stages' sizing the router's capacity
+    derives from (serve/app/capacity.py); the policy travels through the policy store."""
+    config: dict[str, Any] = {"topology": topology.model_dump(mode="json")}
+    if capacity is not None:
+        config["capacity"] = capacity.model_dump(mode="json")
+    return config
 
 
 def build_app(args: AppArgs) -> Application:
@@ -77,8 +82,11 @@ def build_app(args: AppArgs) -> Application:
     return ingress.bind(args.router_args())
 
 
-def serve_applications(args: AppArgs, router_app: str = ROUTER_APP, route_prefix: str = "/") -> list[dict[str, Any]]:
+def serve_applications(
+    args: AppArgs, router_app: str = ROUTER_APP, route_prefix: str = "/", capacity: StageCapacity | None = None
+) -> list[dict[str, Any]]:
     """The declarative config of ``args``: the router, then a stage application per (version, instance).
+    ``capacity`` sizes the router from the stages, as the chart does; without it ``args.lanes.capacity``.
 
     A stage application's entry depends on its own version and instance only, so adding or removing
     another version leaves it byte-identical and Serve leaves its replicas alone.
@@ -88,7 +96,7 @@ def serve_applications(args: AppArgs, router_app: str = ROUTER_APP, route_prefix
         "route_prefix": route_prefix,
         "import_path": ROUTER_IMPORT_PATH,
         "args": args.router_args(),
-        "deployments": [{"name": "Ingress", "user_config": router_user_config(args.topology(router_app))}],
+        "deployments": [{"name": "Ingress", "user_config": router_user_config(args.topology(router_app), capacity)}],
     }
     stages = [
         {

@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from serve.app.args import AppArgs
+from serve.app.capacity import StageCapacity
 from serve.app.topology import ROUTER_APP
 
 APP_NAME = ROUTER_APP
@@ -44,13 +45,15 @@ def start(args: AppArgs, host: str = "127.0.0.1", port: int = 8000, num_cpus: in
 
 
 def deploy(
-    args: AppArgs, name: str = APP_NAME, route_prefix: str = "/", router_env: dict[str, str] | None = None
+    args: AppArgs, name: str = APP_NAME, route_prefix: str = "/", router_env: dict[str, str] | None = None,
+    capacity: StageCapacity | None = None,
 ) -> None:
     """Deploy (or change) the router ``name`` and its stage applications, keeping every other
     application this Serve instance runs from a config. Returns without waiting: see ``wait_ready``.
 
     ``router_env``: environment variables of the router's replicas only (its ``runtime_env``, as a
     RayService's ``serveConfigV2`` may set per application), e.g. the artifact store it writes to.
+    ``capacity``: the stages' sizing the router's capacity derives from, as the chart renders it.
     """
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
@@ -58,7 +61,7 @@ def deploy(
     from serve.app.builder import serve_applications
 
     client = _get_global_client()
-    ours = serve_applications(args, name, route_prefix)
+    ours = serve_applications(args, name, route_prefix, capacity)
     if router_env:
         ours[0]["runtime_env"] = {"env_vars": router_env}
     deployed = _deployed_configs(client)
