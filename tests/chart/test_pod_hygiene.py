@@ -124,3 +124,13 @@ def test_redis_password_reaches_ray_pods_from_a_secret_and_nothing_else(rendered
             assert source["valueFrom"]["secretKeyRef"]["key"] == "redis-password", pod
         else:
             assert "WANSERVE_REDIS_PASSWORD" not in env, pod
+
+
+def test_the_operator_runs_the_slim_image_beside_the_serving_one(rendered):
+    if not rendered.of_kind("Deployment"):
+        return
+    serving = dict(rendered.pod_specs())["RayService head"]["containers"][0]["image"]
+    operators = [spec for name, spec in rendered.pod_specs() if name.endswith("-operator")]
+    for spec in operators:
+        repository, tag = serving.rsplit(":", 1)
+        assert spec["containers"][0]["image"] == f"{repository}-operator:{tag}"
