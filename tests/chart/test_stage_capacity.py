@@ -49,3 +49,20 @@ def test_the_canary_does_not_count_toward_the_stable_capacity(render):
     rendered = render("values-05-canary-rollout.yaml")
     stable_denoisers = rendered.deployment("Denoiser")["autoscaling_config"]["max_replicas"]
     assert _capacity(rendered).denoiser_replicas == stable_denoisers
+
+
+def test_every_stage_takes_what_the_router_admits_at_its_fewest_replicas(rendered):
+    capacity = _capacity(rendered)
+    admitted = capacity.denoiser_replicas * capacity.batch_max_size
+    for name in ("TextEncoder", "Denoiser", "Decoder"):
+        deployment = rendered.deployment(name)
+        queued = deployment["max_queued_requests"]
+        held = deployment["autoscaling_config"]["min_replicas"] * deployment["max_ongoing_requests"] + queued
+        assert queued == -1 or held >= admitted, name
+
+
+def test_stage_queues_too_short_for_the_capacity_are_refused(render_error):
+    message = render_error("stages.denoiser.autoscaling.maxReplicas=16", "stages.denoiser.workers.maxReplicas=16")
+    # The first stage that falls short: one Denoiser replica (4 calls) + 32 queued, against 16 x 4.
+    assert "stages.denoiser holds 36 calls at its fewest replicas" in message
+    assert "raise stages.denoiser.maxQueuedRequests to at least 60" in message

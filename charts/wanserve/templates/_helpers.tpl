@@ -270,6 +270,7 @@ worker groups beside the stable version; the backup instance has worker groups o
 {{- fail "model.volume.hostPath is empty: give the node directory that holds the weights" }}
 {{- end }}
 {{- include "wanserve.validateModel" . }}
+{{- include "wanserve.validateStageQueues" . }}
 {{- if and (eq $v.policy.metrics.source "prometheus") $v.operator.enabled $v.policy.create (not $v.monitoring.serviceMonitor.enabled) }}
 {{- fail "policy.metrics.source is prometheus but monitoring.serviceMonitor.enabled is false: nothing would scrape the router for the operator to query; turn the ServiceMonitor on or use policy.metrics.source=scrape" }}
 {{- end }}
@@ -315,6 +316,26 @@ worker groups beside the stable version; the backup instance has worker groups o
 {{- $a := (index $.Values.stages $key).autoscaling }}
 {{- if and (not (kindIs "invalid" $a.initialReplicas)) (or (lt (int $a.initialReplicas) (int $a.minReplicas)) (gt (int $a.initialReplicas) (int $a.maxReplicas))) }}
 {{- fail (printf "stages.%s.autoscaling.initialReplicas (%v) must lie between minReplicas (%v) and maxReplicas (%v)" $key $a.initialReplicas $a.minReplicas $a.maxReplicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Every stage must take what the router admits (its capacity, derived from the Denoiser: serve/app/capacity.py)
+with its fewest replicas: minReplicas x maxOngoingRequests running plus maxQueuedRequests waiting in Serve's
+handles. Past that Serve refuses the call and the generation fails (and counts toward a failover).
+*/}}
+{{- define "wanserve.validateStageQueues" -}}
+{{- $capacity := include "wanserve.stageCapacity" . | fromYaml }}
+{{- $admitted := mul (int $capacity.denoiser_replicas) (int $capacity.batch_max_size) | int }}
+{{- range $key := splitList " " (include "wanserve.stageOrder" $) }}
+{{- $stage := index $.Values.stages $key }}
+{{- $queued := int $stage.maxQueuedRequests }}
+{{- $ongoing := int $stage.maxOngoingRequests }}
+{{- if eq $key "denoiser" }}{{ $ongoing = max $ongoing (int $.Values.lanes.batchMaxSize) | int }}{{ end }}
+{{- $holds := add (mul (int $stage.autoscaling.minReplicas) $ongoing) $queued | int }}
+{{- if and (ne $queued -1) (lt $holds $admitted) }}
+{{- fail (printf "stages.%s holds %d calls at its fewest replicas (minReplicas %d x maxOngoingRequests %d + maxQueuedRequests %d) but the router admits up to %d generations at once (stages.denoiser.autoscaling.maxReplicas %d x lanes.batchMaxSize %d): raise stages.%s.maxQueuedRequests to at least %d (or -1), or the surplus is refused by Serve and fails" $key $holds (int $stage.autoscaling.minReplicas) $ongoing $queued $admitted (int $capacity.denoiser_replicas) (int $capacity.batch_max_size) $key (sub $admitted (mul (int $stage.autoscaling.minReplicas) $ongoing))) }}
 {{- end }}
 {{- end }}
 {{- end }}
