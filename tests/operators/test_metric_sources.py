@@ -82,3 +82,16 @@ async def test_every_query_carries_the_selector(prometheus: FakePrometheus) -> N
 async def test_a_selector_that_is_not_promql_matchers_is_refused() -> None:
     with pytest.raises(ValueError, match="not a PromQL label selector"):
         queries('namespace="video"} or vector(1')
+
+
+async def test_the_policys_selector_reaches_the_prometheus_source() -> None:
+    from operators.metrics.sources import source_for
+    from operators.spec import MetricsSpec
+
+    spec = MetricsSpec(source="prometheus", prometheus_url="http://prometheus:9090",
+                       prometheus_selector='namespace="video",service="wanserve-router-metrics"')
+    source = source_for(spec)
+    assert isinstance(source, PrometheusSource)
+    assert source.queries == queries('namespace="video",service="wanserve-router-metrics"')
+    with pytest.raises(ValueError, match="prometheusSelector"):
+        MetricsSpec(source="prometheus", prometheus_url="http://p", prometheus_selector="up == 1")
