@@ -78,13 +78,14 @@ def test_requests_taken_while_redis_is_down_complete_once_it_returns(client, red
         raise AssertionError("jobs written during the outage never reached Redis")
 
 
-def test_a_degradation_tier_serves_a_smaller_video_and_says_so(client, restore_policy):
+def test_a_degradation_tier_serves_a_smaller_video_and_says_so(client, local_app, restore_policy):
     policy = {**restore_policy, "tier": {"name": "minimal", "level": 2, "max_size": "128x128", "max_frames": 5,
                                          "max_steps": 2}}
     assert client.put("/admin/policy", json=policy).status_code == 200
     video = client.post("/v1/videos", json=small_body(size="512x256", num_frames=17, num_inference_steps=8)).json()
     assert video["size"] == "512x256"
-    assert video["served"] == {"tier": "minimal", "size": "160x64", "num_frames": 5, "num_inference_steps": 2}
+    assert video["served"] == {"tier": "minimal", "size": "160x64", "num_frames": 5, "num_inference_steps": 2,
+                               "model_version": local_app.stable_version, "guidance_scale": 5.0, "step_cache": None}
     assert wait_done(client, video["id"])["status"] == "completed"
     text = client.get("/metrics").text
     assert metric_value(text, "wanserve_degradation_tier", tier="minimal") == 2

@@ -62,7 +62,8 @@ def test_load_above_80_percent_degrades_within_two_intervals_and_recovers_after_
     assert _ops(client)["tier"]["name"] == "reduced"
 
     degraded = client.post("/v1/videos", json=small_body(size="512x256", num_frames=9, num_inference_steps=8)).json()
-    assert degraded["served"] == {"tier": "reduced", "size": "160x64", "num_frames": 5, "num_inference_steps": 2}
+    assert degraded["served"] == {"tier": "reduced", "size": "160x64", "num_frames": 5, "num_inference_steps": 2,
+                                  "model_version": stable, "guidance_scale": 5.0, "step_cache": None}
 
     for video in [*backlog, degraded]:
         assert wait_done(client, video["id"])["status"] == "completed"
