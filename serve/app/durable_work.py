@@ -219,6 +219,28 @@ class DurableWork:
         await self.execution.run(job, plan, started, self._refunds.get(job.id), self._decider(queue, lease))
         await self._forget(job.id, work)
 
+    async def queue_position(self, job: VideoJob) -> int | None:
+        """Jobs that start before ``job`` (0: it is next), for a job that waits: its place in this replica's
+        lanes, or, not yet claimed, the jobs in this replica's lanes plus the unclaimed ones queued before
+        it (jobs waiting in other router replicas' lanes are not counted). None when not known here."""
+        here = self.execution.queue_position(job.id)
+        if here is not None:
+            return here
+        lanes = self.execution.lanes
+        if not lanes.enabled:
+            waiting_here = lanes.queue_depth("batch")  # one FIFO for every job
+        else:
+            waiting_here = lanes.queue_depth(job.priority) + (
+                lanes.queue_depth("realtime") if job.priority == "batch" else 0)
+        for queue in self.queues:
+            try:
+                ahead = await queue.unclaimed_ahead(job.id)
+            except WorkQueueUnavailable:
+                return None
+            if ahead is not None:
+                return waiting_here + ahead
+        return None
+
     async def _lease_lost(self, lease: Lease) -> None:
         """A job this replica runs left the queue under it. Deleted (on any router replica: its record is
         gone too): stop its generation here, at the next step. Taken by another replica (this one stalled

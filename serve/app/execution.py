@@ -123,6 +123,14 @@ class Execution:
     def in_flight(self, key: str) -> bool:
         return key in self.flights
 
+    def queue_position(self, job_id: str) -> int | None:
+        """Generations that start before ``job_id``'s on this replica (0: it is next), while it waits for
+        its lane here; None when it is not waiting here. A job that follows another's identical flight
+        waits where that flight's leader waits."""
+        key = next((key for key, ids in self._watchers.items() if job_id in ids), None)
+        leader = self._leaders.get(key) if key is not None else None
+        return None if leader is None else self.lanes.position(leader)
+
     async def cancel(self, job_id: str) -> bool:
         """A deleted job stops: its generation too, at the next step, unless another job still waits for it.
 
@@ -219,7 +227,7 @@ class Execution:
                 return done
             self._leaders[plan.key] = leader.id
             try:
-                async with self.lanes.admit(plan.lane, plan.tenant, bounded=False):
+                async with self.lanes.admit(plan.lane, plan.tenant, bounded=False, ticket=leader.id):
                     await self._broadcast(plan.key, status="in_progress", progress=0, **self._started(plan.key))
                     artifact = await self._on_instance(plan, leader.id)
             finally:

@@ -336,7 +336,11 @@ class Ingress:
 
     @app.get("/v1/videos/{video_id}", response_model=VideoPublic, tags=["videos"])
     async def get_video(self, video_id: str, caller: CallerDep) -> VideoPublic:
-        return _public(await self._job(video_id, caller))
+        job = await self._job(video_id, caller)
+        public = _public(job)
+        if job.status == "queued":
+            public.queue_position = await self.service.work.queue_position(job)
+        return public
 
     @app.delete("/v1/videos/{video_id}", response_model=VideoDeleted, tags=["videos"])
     async def delete_video(self, video_id: str, caller: CallerDep) -> VideoDeleted:
@@ -383,7 +387,7 @@ class Ingress:
         events = job_events(
             lambda: self.service.store.get(video_id, tenant=caller.name),
             last_seen=parse_last_event_id(request.headers.get("last-event-id")),
-            waiting_in_lane=lambda job: self.service.lanes.queue_depth(job.priority),
+            queue_position=self.service.work.queue_position,
             changes=self.job_changes.listen(video_id),
         )
         return EventSourceResponse(events, ping=15, headers={"Cache-Control": "no-store"})

@@ -109,6 +109,24 @@ class FairQueue:
     def depth(self) -> int:
         return sum(1 for queue in self._queues.values() for waiter in queue if not waiter.future.done())
 
+    def ahead_of(self, waiter: _Waiter) -> int | None:
+        """How many live waiters `pop` would hand out before ``waiter`` if nobody else arrived; None if it
+        is not waiting here. Replays the fair order on copies: the queue itself is not touched."""
+        queues = {tenant: [w for w in queue if not w.future.done()] for tenant, queue in self._queues.items()}
+        queues = {tenant: queue for tenant, queue in queues.items() if queue}
+        start = dict(self._start)
+        ahead = 0
+        while queues:
+            tenant = min(queues, key=lambda name: (start[name], queues[name][0].seq))
+            if queues[tenant][0] is waiter:
+                return ahead
+            queues[tenant].pop(0)
+            if not queues[tenant]:
+                del queues[tenant]
+            start[tenant] += 1.0 / max(self._weight_of(tenant), 1e-6)
+            ahead += 1
+        return None
+
     def depth_of(self, tenant: str) -> int:
         return sum(1 for waiter in self._queues.get(tenant, ()) if not waiter.future.done())
 
@@ -138,6 +156,8 @@ class PriorityLanes:
         weights = weight_of or (lambda _tenant: 1.0)
         self._queues: dict[Lane, FairQueue] = {lane: FairQueue(weights) for lane in LANES}
         self._seq = 0
+        # Waiters that named a ticket (a job id), for `position`.
+        self._tickets: dict[str, _Waiter] = {}
         # Called whenever queue depths or running counts change (to publish gauges).
         self.on_change: Callable[[], None] = lambda: None
 
@@ -152,6 +172,17 @@ class PriorityLanes:
         """Run up to ``capacity`` executions from now on; waiting work starts at once if there is room."""
         self.capacity = capacity
         self._dispatch()
+
+    def position(self, ticket: str) -> int | None:
+        """Requests that start before the one admitted with ``ticket`` (0: it is next), if it waits here:
+        a realtime one waits behind realtime work only, a batch one behind all realtime work too."""
+        waiter = self._tickets.get(ticket)
+        if waiter is None or waiter.future.done():
+            return None
+        ahead = self._queues[waiter.lane].ahead_of(waiter)
+        if ahead is None:
+            return None
+        return ahead + (self.queue_depth("realtime") if waiter.lane == "batch" and self.enabled else 0)
 
     def queue_depth_of(self, lane: Lane, tenant: str) -> int:
         """Requests of ``tenant`` waiting in ``lane``."""
@@ -175,11 +206,14 @@ class PriorityLanes:
             raise LaneFull(lane, self.tenant_queue_limit(queue_lane), self.retry_after_s, tenant)
 
     @asynccontextmanager
-    async def admit(self, lane: Lane, tenant: str = "default", *, bounded: bool = True) -> AsyncIterator[None]:
+    async def admit(
+        self, lane: Lane, tenant: str = "default", *, bounded: bool = True, ticket: str | None = None
+    ) -> AsyncIterator[None]:
         """Wait for this request's turn; raises ``LaneFull`` at once when its queue is full.
 
         ``bounded=False`` for work admitted already (a job claimed from the work queue): its bound was
-        checked when it was accepted, and the replica claims no more than it can hold.
+        checked when it was accepted, and the replica claims no more than it can hold. ``ticket`` names
+        the request for `position` while it waits.
         """
         queue_lane: Lane = lane if self.enabled else "batch"
         if bounded:
@@ -188,16 +222,22 @@ class PriorityLanes:
         # Lanes disabled: one FIFO for everyone, tenants included.
         waiter = _Waiter(queue_lane, tenant if self.enabled else "", self._seq)
         self._queues[queue_lane].append(waiter)
+        if ticket is not None:
+            self._tickets[ticket] = waiter
         self._dispatch()
         try:
             group = await waiter.future
         except asyncio.CancelledError:
+            if ticket is not None:
+                self._tickets.pop(ticket, None)
             if waiter.future.done() and not waiter.future.cancelled():
                 self._release(waiter.future.result())
             else:
                 self._queues[queue_lane].remove(waiter)
                 self.on_change()
             raise
+        if ticket is not None:
+            self._tickets.pop(ticket, None)
         try:
             yield
         finally:

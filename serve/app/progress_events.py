@@ -50,7 +50,7 @@ async def job_events(
     fetch: Callable[[], Awaitable[VideoJob | None]],
     *,
     last_seen: int = -1,
-    waiting_in_lane: Callable[[VideoJob], int | None] = lambda _job: None,
+    queue_position: Callable[[VideoJob], Awaitable[int | None]] | None = None,
     changes: AbstractContextManager[asyncio.Event] | None = None,
     poll_s: float = 0.25,
 ) -> AsyncIterator[ServerSentEvent]:
@@ -60,29 +60,33 @@ async def job_events(
     wake-up the store is read again every ``poll_s`` (the job may run on another replica).
     """
     with changes if changes is not None else nullcontext(asyncio.Event()) as changed:
-        async for event in _events(fetch, last_seen, waiting_in_lane, changed, poll_s):
+        async for event in _events(fetch, last_seen, queue_position, changed, poll_s):
             yield event
 
 
 async def _events(
     fetch: Callable[[], Awaitable[VideoJob | None]],
     last_seen: int,
-    waiting_in_lane: Callable[[VideoJob], int | None],
+    queue_position: Callable[[VideoJob], Awaitable[int | None]] | None,
     changed: asyncio.Event,
     poll_s: float,
 ) -> AsyncIterator[ServerSentEvent]:
+    sent_position: int | None = None
     while True:
         changed.clear()  # before reading: a change written after the read wakes the wait below
         job = await fetch()
         if job is None:
             yield ServerSentEvent(data=json.dumps({"status": "gone"}), event="gone")
             return
-        if event_id(job) > last_seen:
-            last_seen = event_id(job)
-            extra: dict[str, Any] = {}
-            if job.status == "queued" and (position := waiting_in_lane(job)) is not None:
-                extra["waiting_in_lane"] = position
-            yield _event(job, extra)
+        position = None
+        if job.status == "queued" and queue_position is not None:
+            position = await queue_position(job)
+        # A new event when the status or progress moved, or a queued job moved up its queue (same id:
+        # a client that reconnects resumes from the status and progress it saw).
+        if event_id(job) > last_seen or (position is not None and position != sent_position):
+            last_seen = max(last_seen, event_id(job))
+            sent_position = position
+            yield _event(job, {} if position is None else {"queue_position": position})
         if job.status in FINAL:
             return
         with suppress(TimeoutError):

@@ -78,6 +78,8 @@ class VideoPublic(BaseModel):
     cache_hit: bool = False
     # None until the service has timed enough jobs of the version to estimate.
     eta: JobEta | None = None
+    # While queued: jobs that start before this one (0: it is next), as the answering replica knows it.
+    queue_position: int | None = Field(default=None, ge=0)
 
 
 class VideoJob(VideoPublic):

@@ -246,3 +246,8 @@ class WorkQueue(Protocol):
     async def depth(self, lane: str) -> int:
         """How many jobs of the lane are queued or running, across the cluster."""
         ...
+
+    async def unclaimed_ahead(self, job_id: str, cap: int = 10_000) -> int | None:
+        """Jobs of ``job_id``'s lane queued before it that no replica has claimed yet (at most ``cap``);
+        None when the job is claimed (running, or waiting in a replica's lanes) or not queued."""
+        ...

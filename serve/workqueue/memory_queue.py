@@ -148,6 +148,14 @@ class MemoryWorkQueue:
         self._check_lane(lane)
         return sum(1 for entry in self._shared.entries.values() if entry.lane == lane)
 
+    async def unclaimed_ahead(self, job_id: str, cap: int = 10_000) -> int | None:
+        own = self._shared.entries.get(job_id)
+        if own is None or own.holder is not None:
+            return None
+        ahead = sum(1 for entry in self._shared.entries.values()
+                    if entry.lane == own.lane and entry.holder is None and entry.seq < own.seq)
+        return min(ahead, cap)
+
     # -- leases ---------------------------------------------------------------------------------
 
     async def _renew(self, lease: Lease) -> bool:

@@ -49,6 +49,33 @@ T = TypeVar("T")
 
 GROUP = "routers"
 
+# KEYS: index. ARGV: job, stream key prefix, group, cap. Entries of the job's lane that no replica has
+# claimed yet and that were queued before it (at most cap); -1 when the job is claimed or not queued.
+_UNCLAIMED_AHEAD_LUA = """
+local where = redis.call('HGET', KEYS[1], ARGV[1])
+if not where then return -1 end
+local sep = string.find(where, ' ', 1, true)
+local stream, id = ARGV[2] .. string.sub(where, 1, sep - 1), string.sub(where, sep + 1)
+if #redis.call('XPENDING', stream, ARGV[3], id, id, 1) > 0 then return -1 end
+local last = '0-0'
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', stream)) do
+  local name, delivered
+  for i = 1, #group, 2 do
+    if group[i] == 'name' then name = group[i + 1] end
+    if group[i] == 'last-delivered-id' then delivered = group[i + 1] end
+  end
+  if name == ARGV[3] then last = delivered end
+end
+local function before(a, b)
+  local a_ms, a_seq = string.match(a, '(%d+)-(%d+)')
+  local b_ms, b_seq = string.match(b, '(%d+)-(%d+)')
+  a_ms, b_ms = tonumber(a_ms), tonumber(b_ms)
+  return a_ms < b_ms or (a_ms == b_ms and tonumber(a_seq) < tonumber(b_seq))
+end
+if not before(last, id) then return -1 end
+return #redis.call('XRANGE', stream, '(' .. last, '(' .. id, 'COUNT', ARGV[4])
+"""
+
 # A released entry gets this idle time, far past any lease, so the next claim anywhere takes it.
 _RELEASED_IDLE_MS = 365 * 86_400_000
 
@@ -258,6 +285,7 @@ class RedisWorkQueue:
         self._renew_script = client.register_script(_RENEW_LUA)
         self._release_script = client.register_script(_RELEASE_LUA)
         self._discard_script = client.register_script(_DISCARD_LUA)
+        self._unclaimed_ahead_script = client.register_script(_UNCLAIMED_AHEAD_LUA)
         self._complete_script = client.register_script(_COMPLETE_LUA)
         self._ack_script = client.register_script(_ACK_LUA)
         self._prune_script = client.register_script(_PRUNE_LUA)
@@ -350,6 +378,14 @@ class RedisWorkQueue:
         except (RedisUnavailable, RedisRequestError) as exc:
             raise WorkQueueUnavailable(f"could not remove job {job_id} from the job queue ({exc}); retry") from exc
         return bool(found)
+
+    async def unclaimed_ahead(self, job_id: str, cap: int = 10_000) -> int | None:
+        args = [job_id, f"{self._prefix}:lane:", GROUP, cap]
+        try:
+            ahead = await self._script("work.unclaimed_ahead", self._unclaimed_ahead_script, [self._index_key()], args)
+        except (RedisUnavailable, RedisRequestError) as exc:
+            raise WorkQueueUnavailable(f"could not read the queue before job {job_id} ({exc}); retry") from exc
+        return None if int(ahead) < 0 else int(ahead)
 
     async def unfinished(self, tenant: str) -> int:
         key = self._tenant_key(tenant)

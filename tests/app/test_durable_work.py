@@ -149,6 +149,25 @@ async def test_deleting_a_running_job_through_another_replica_stops_its_generati
     assert await cluster.outcomes() == {}  # no outcome recorded for a deleted job
 
 
+async def test_a_waiting_job_knows_how_many_start_before_it(cluster: Cluster) -> None:
+    jobs = [await cluster.a.service.submit(request(f"prompt {n}"), "team-a") for n in range(2)]
+    jobs.append(await cluster.a.service.submit(request("prompt 2"), "team-b"))
+    # Nobody claims yet: the queue order.
+    assert [await cluster.a.service.work.queue_position(job) for job in jobs] == [0, 1, 2]
+    cluster.stages.gate.clear()
+    cluster.b.start()  # b claims all three: one runs, two wait in b's lanes
+    await eventually(lambda: len(cluster.stages.generated) == 1)
+    await eventually(lambda: cluster.b.service.lanes.queue_depth("realtime") == 2)
+    # Fair turns: team-a has a job running, so team-b's job goes first.
+    assert [await cluster.b.service.work.queue_position(job) for job in jobs[1:]] == [1, 0]
+    assert await cluster.b.service.work.queue_position(jobs[0]) is None  # running
+    assert await cluster.a.service.work.queue_position(jobs[2]) is None  # waits on b, which a cannot see
+    cluster.stages.gate.set()
+    for job in jobs:
+        assert (await finished(cluster.b.service.store, job.id)).status == "completed"
+    assert cluster.stages.generated == [jobs[0].id, jobs[2].id, jobs[1].id]  # as the positions said
+
+
 async def test_a_job_interrupted_more_than_max_deliveries_times_ends_failed_with_its_reason(
     cluster: Cluster, redis_url: str
 ) -> None:

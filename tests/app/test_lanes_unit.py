@@ -191,3 +191,35 @@ async def test_admit_enforces_the_share_itself():
 def test_the_share_is_at_least_one_request():
     lanes = PriorityLanes(capacity=1, queue_limits={"realtime": 1, "batch": 3}, tenant_queue_share=0.1)
     assert lanes.tenant_queue_limit("realtime") == 1 and lanes.tenant_queue_limit("batch") == 1
+
+
+async def test_a_waiting_requests_position_is_the_number_admitted_before_it():
+    lanes = PriorityLanes(capacity=1, queue_limits={"realtime": 8, "batch": 8}, batch_max_size=1,
+                          weight_of=lambda tenant: 2.0 if tenant == "heavy" else 1.0)
+    admitted: list[str] = []
+    gates: dict[str, asyncio.Event] = {}
+
+    async def run(name: str, lane: Lane, tenant: str) -> None:
+        gates[name] = asyncio.Event()
+        async with lanes.admit(lane, tenant, ticket=name):
+            admitted.append(name)
+            await gates[name].wait()
+
+    waiting = [("b1", "batch", "heavy"), ("b2", "batch", "heavy"), ("b3", "batch", "light"),
+               ("b4", "batch", "heavy"), ("b5", "batch", "light"), ("r1", "realtime", "light")]
+    tasks = [asyncio.create_task(run("first", "batch", "light"))]
+    await asyncio.sleep(0)
+    for name, lane, tenant in waiting:
+        tasks.append(asyncio.create_task(run(name, lane, tenant)))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+    assert admitted == ["first"] and lanes.position("first") is None  # running, not waiting
+    positions = {name: lanes.position(name) for name, _, _ in waiting}
+    assert positions["r1"] == 0  # realtime waits behind no batch work
+    assert sorted(positions.values()) == list(range(len(waiting)))
+    while len(admitted) < len(waiting) + 1:  # one at a time, in the order the lanes choose
+        gates[admitted[-1]].set()
+        await asyncio.sleep(0.01)
+    assert admitted[1:] == sorted(positions, key=lambda name: positions[name])
+    assert lanes.position("b5") is None and lanes.position("unknown") is None
+    gates[admitted[-1]].set()
+    await asyncio.gather(*tasks)

@@ -42,9 +42,12 @@ def test_event_ids_grow_with_every_visible_change():
 async def test_a_stream_sends_each_change_once_and_ends_with_the_outcome():
     fetch = _feed(_job(), _job(), _job(status="in_progress", progress=40), _job(status="in_progress", progress=40),
                   _job(status="completed", progress=100))
-    events = await _collect(fetch, waiting_in_lane=lambda _job: 3)
+    async def three_ahead(_job: VideoJob) -> int:
+        return 3
+
+    events = await _collect(fetch, queue_position=three_ahead)
     assert [event.event for event in events] == ["queued", "in_progress", "completed"]
-    assert json.loads(events[0].data)["waiting_in_lane"] == 3
+    assert json.loads(events[0].data)["queue_position"] == 3
     assert json.loads(events[-1].data)["content_url"] == "/v1/videos/video_" + "0" * 24 + "/content"
 
 
@@ -77,6 +80,19 @@ async def test_a_change_written_on_this_replica_wakes_the_stream_without_waiting
     with pytest.raises(StopAsyncIteration):
         await anext(stream)
     assert len(changes) == 0  # the ended stream stopped listening
+
+
+async def test_a_queued_job_moving_up_its_queue_is_an_event_with_its_new_position():
+    fetch = _feed(_job(), _job(), _job(), _job(), _job(status="in_progress", progress=10),
+                  _job(status="completed", progress=100))
+    positions = iter([2, 2, 1, 0])
+
+    async def position(_job: VideoJob) -> int:
+        return next(positions)
+
+    events = await _collect(fetch, queue_position=position)
+    assert [(event.event, json.loads(event.data).get("queue_position")) for event in events] == [
+        ("queued", 2), ("queued", 1), ("queued", 0), ("in_progress", None), ("completed", None)]
 
 
 def test_a_foreign_last_event_id_means_from_the_start():

@@ -233,3 +233,19 @@ async def test_running_jobs_never_exceed_the_tenant_limit_across_two_replicas(re
 
     await asyncio.gather(replica(a, 0), replica(b, 100))
     assert peak <= limit and accepted >= limit
+
+
+async def test_unclaimed_ahead_counts_the_lanes_unclaimed_jobs_queued_before(replicas: Replicas) -> None:
+    a, b = replicas.queue("a"), replicas.queue("b")
+    for n in range(3):
+        await a.enqueue("batch", f"batch-{n}", {})
+    await a.enqueue("realtime", "rt-0", {})
+    assert [await b.unclaimed_ahead(f"batch-{n}") for n in range(3)] == [0, 1, 2]
+    assert await b.unclaimed_ahead("rt-0") == 0  # another lane's jobs are not ahead of it
+    lease = await _claim(a, ["batch"])  # batch-0: claimed, so no longer waiting in the queue
+    assert lease.job_id == "batch-0"
+    assert await b.unclaimed_ahead("batch-0") is None
+    assert [await b.unclaimed_ahead(f"batch-{n}") for n in (1, 2)] == [0, 1]
+    await a.discard("batch-1")
+    assert await b.unclaimed_ahead("batch-2") == 0
+    assert await b.unclaimed_ahead("never-queued") is None
