@@ -151,9 +151,14 @@ function etaWords(video) {
   return `, about ${inSeconds(eta.estimated_finish_at)} s left`;
 }
 
+function queueWords(ahead) {
+  if (!Number.isInteger(ahead)) return "waiting for a free slot";
+  return ahead === 0 ? "next to start" : `${ahead} ${ahead === 1 ? "video" : "videos"} ahead`;
+}
+
 function statusWords(video) {
   switch (video.status) {
-    case "queued": return `Queued, waiting for a free slot${etaWords(video)}`;
+    case "queued": return `Queued, ${queueWords(video.queue_position)}${etaWords(video)}`;
     case "in_progress": return `Generating, ${video.progress}%${etaWords(video)}`;
     case "completed": return video.cache_hit ? "Done (from the cache)" : "Done";
     case "failed": return "Failed";
