@@ -3,8 +3,10 @@
 The floor is a trivial Ray Serve deployment (FastAPI ingress, like ours) answering a constant video
 object on the same path shape (``POST /floor/v1/videos``) in the same Serve instance, so the ratio
 is what the cache path (moderation, routing, cache key, Redis GET, job record, content copy) adds
-to Serve's own HTTP cost. Real Redis (a redis-server subprocess). Rounds alternate hit/floor;
-figures are medians over rounds.
+to Serve's own HTTP cost. A second floor route reads the JSON body it is sent, as the create route
+must (in Serve a replica fetches a request's body from the proxy with an actor call); its ratio is
+printed too, the goal line stays against the first floor. Real Redis (a redis-server subprocess).
+Rounds alternate the order of the three; figures are medians over rounds.
 
     .venv/bin/python bench/cache_hits.py [--quick] [--rounds 5] [--requests 400]
 """
@@ -41,8 +43,18 @@ VIDEO = {"id": "video_floor", "object": "video", "model": "floor", "status": "co
 def deploy_floor() -> None:
     from fastapi import FastAPI
     from ray import serve
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
 
     floor = FastAPI()
+
+    async def create_reading_the_body(request: Request) -> JSONResponse:
+        # Reading a body is a call back from the replica to Serve's proxy: Serve's cost, not the cache's.
+        await request.json()
+        return JSONResponse(VIDEO)
+
+    # A plain Starlette route: it needs no annotations resolved in the replica.
+    floor.add_route("/body/v1/videos", create_reading_the_body, methods=["POST"])
 
     @serve.deployment(name="Floor", ray_actor_options={"num_cpus": 0}, max_ongoing_requests=256)
     @serve.ingress(floor)
@@ -81,23 +93,24 @@ async def measure(url: str, rounds: int, requests: int) -> None:
         say(failure_summary())
         await one_round(client, "/floor/v1/videos", requests // 4)
         await one_round(client, "/v1/videos", requests // 4)
-        p50s: dict[str, list[float]] = {"hit": [], "floor": []}
-        p99s: dict[str, list[float]] = {"hit": [], "floor": []}
-        rates: dict[str, list[float]] = {"hit": [], "floor": []}
+        p50s: dict[str, list[float]] = {"hit": [], "floor": [], "floor+body": []}
+        p99s: dict[str, list[float]] = {"hit": [], "floor": [], "floor+body": []}
+        rates: dict[str, list[float]] = {"hit": [], "floor": [], "floor+body": []}
         for number in range(rounds):
-            order = [("hit", "/v1/videos"), ("floor", "/floor/v1/videos")]
-            for kind, path in order if number % 2 == 0 else order[::-1]:
+            order = [("hit", "/v1/videos"), ("floor", "/floor/v1/videos"), ("floor+body", "/floor/body/v1/videos")]
+            for kind, path in order[number % 3:] + order[:number % 3]:
                 latencies, rate = await one_round(client, path, requests)
                 p50s[kind].append(percentile(latencies, 50))
                 p99s[kind].append(percentile(latencies, 99))
                 rates[kind].append(rate)
-                say(f"round {number + 1} {kind:5}: p50 {ms(p50s[kind][-1])}, p99 {ms(p99s[kind][-1])}, "
+                say(f"round {number + 1} {kind:10}: p50 {ms(p50s[kind][-1])}, p99 {ms(p99s[kind][-1])}, "
                     f"{rate:.0f} req/s")
-    for kind in ("hit", "floor"):
-        say(f"{kind:5} (median of rounds): p50 {ms(median(p50s[kind]))}, p99 {ms(median(p99s[kind]))}, "
+    for kind in ("hit", "floor", "floor+body"):
+        say(f"{kind:10} (median of rounds): p50 {ms(median(p50s[kind]))}, p99 {ms(median(p99s[kind]))}, "
             f"{median(rates[kind]):.0f} req/s")
     ratio = median(p50s["hit"]) / median(p50s["floor"])
     say(f"throughput hit/floor: {median(rates['hit']) / median(rates['floor']):.2f}")
+    say(f"p50 hit/(floor that reads the body): {median(p50s['hit']) / median(p50s['floor+body']):.2f}")
     goal_line("cache_hits", f"p50 hit/floor {ratio:.2f}", "<=", "1.5")
 
 
