@@ -26,6 +26,7 @@ from operators.metrics.sources import ScrapeSource
 from operators.spec import parse_spec
 from serve.app import local
 from serve.app.args import AppArgs, LaneArgs, ModelVersion
+from serve.app.capacity import StageCapacity
 from serve.app.topology import stage_app_name
 from serve.tenancy import TenantQuotas
 from tests.app.helpers import small_body, wait_done
@@ -177,3 +178,24 @@ def test_without_a_backup_a_failing_primary_is_reported_not_switched(drill: Dril
     recovered = wait_done(drill_client, drill_client.post("/v1/videos", json=small_body()).json()["id"])
     assert recovered["status"] == "completed"
     assert asyncio.run(controller.step()).state.failover[stable].blocked is False
+
+
+def test_the_stages_sizing_reaches_the_running_router_without_a_restart(drill: Drill, drill_client: httpx.Client):
+    # As the chart renders it: the Ingress user_config carries the stages' sizing, the router derives its
+    # capacity from it (serve/app/capacity.py) and applies it in reconfigure.
+    router_before = local.stage_replicas(DRILL)
+    assert drill_client.get("/v1/ops").json()["capacity"] == drill.args.lanes.capacity
+    try:
+        local.deploy(drill.args, name=DRILL, route_prefix=f"/{DRILL}",
+                     capacity=StageCapacity(denoiser_replicas=3, batch_max_size=2, router_replicas=1))
+        deadline = time.monotonic() + 120
+        while drill_client.get("/v1/ops").json()["capacity"] != 6 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert drill_client.get("/v1/ops").json()["capacity"] == 6
+        assert local.stage_replicas(DRILL) == router_before, "the router was restarted instead of reconfigured"
+        video = drill_client.post("/v1/videos", json=small_body(num_inference_steps=1)).json()
+        assert wait_done(drill_client, video["id"])["status"] == "completed"
+    finally:
+        # Back to one generation at a time (the drill's lanes.capacity), as the other tests expect.
+        local.deploy(drill.args, name=DRILL, route_prefix=f"/{DRILL}",
+                     capacity=StageCapacity(denoiser_replicas=1, batch_max_size=1, router_replicas=1))
