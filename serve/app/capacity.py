@@ -5,7 +5,11 @@ requests per step (serve/app/step_scheduler.py), so the stages hold ``denoiser_r
 batch_max_size`` generations at once. Each router replica runs its own priority lanes, so that is
 shared among the router replicas that always run (``router_replicas``, the Ingress's min_replicas).
 Load, which the operator's degradation tiers follow, is then (in flight + queued) / this capacity,
-summed over router replicas: 1.0 means the stages at their largest are full.
+summed over router replicas. Two figures come from the same rule: the lanes admit up to what the
+stages hold at their largest (``lane_capacity``: the autoscaler must see the load to scale out), and
+the load the operator's tiers follow is measured against what the stages hold *now*
+(``capacity_now``: the Denoiser and Ingress replicas running at this moment, from Serve's status), so
+1.0 means the replicas running now are full.
 
 The chart renders the inputs into the Ingress ``user_config`` (``capacity``), so scaling a stage
 reconfigures the running router replicas instead of restarting them.
@@ -34,3 +38,9 @@ class StageCapacity(BaseModel):
 def lane_capacity(stages: StageCapacity) -> int:
     """Generations one router replica runs at once: the stages' replicas x batch, shared by the routers."""
     return max(1, math.ceil(stages.denoiser_replicas * stages.batch_max_size / stages.router_replicas))
+
+
+def capacity_now(stages: StageCapacity, running_denoisers: int, running_routers: int) -> int:
+    """One router replica's share of what the stages hold at the replicas running now (at least 1)."""
+    return lane_capacity(stages.model_copy(update={"denoiser_replicas": max(1, running_denoisers),
+                                                   "router_replicas": max(1, running_routers)}))

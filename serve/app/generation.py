@@ -75,6 +75,11 @@ class VideoService:
         self.metrics = ServiceMetrics(telemetry, versions, lambda: self._policy, tenant_label,
                                       on_latency=self.history.observe_latency)
         self.timeline = Timeline(time.time, lambda: lanes.capacity, lambda: lanes.batch_slot_limit)
+        # This replica's share of the stages' capacity at the replicas running now (the Ingress sets it
+        # from Serve's status when the stages' sizing is configured); None: what the lanes admit.
+        self.running_capacity: int | None = None
+        # The stable version (the topology's): whose Denoiser replicas the capacity counts.
+        self.stable = versions[0] if versions else ""
         self.execution = Execution(
             instances=instances, store=store, cache=cache, artifacts=self.artifacts, lanes=lanes,
             metrics=self.metrics, policy=lambda: self._policy, rng=rng, cache_ttl_seconds=cache_ttl_seconds,
@@ -151,6 +156,7 @@ class VideoService:
                       for lane in LANES},
             "running": self.lanes.running,
             "capacity": self.lanes.capacity,
+            "capacity_now": self.capacity_now,
             "claimed": self.work.running,
             "cache": {**lookups, "hit_rate": lookups["hit"] / looked_up if looked_up else None},
             "recent_decisions": list(self.decisions),
@@ -165,7 +171,7 @@ class VideoService:
     def sample_history(self, force: bool = False) -> None:
         tier = self._policy.tier
         self.history.sample(tier=tier.name, level=tier.level, running=self.lanes.running,
-                            capacity=self.lanes.capacity,
+                            capacity=self.capacity_now,
                             queued={lane: self.lanes.queue_depth(lane) for lane in LANES}, force=force)
 
     # -- requests -------------------------------------------------------------------------------
@@ -221,6 +227,7 @@ class VideoService:
 
         The lists and maps are updated in place: admission, execution and the metrics share them.
         """
+        self.stable = stable
         self.versions[:] = versions
         self.instances.clear()
         self.instances.update(instances)
@@ -228,6 +235,12 @@ class VideoService:
             # A policy that weights no deployed version sends everything to the stable one: say so.
             self._policy = self._policy.model_copy(update={"weights": {stable: 100.0}})
         self.publish_gauges()
+
+    @property
+    def capacity_now(self) -> int:
+        """What load is measured against: the stages at the replicas running now when the Ingress has
+        told (`running_capacity`), else what the lanes admit."""
+        return self.running_capacity if self.running_capacity is not None else self.lanes.capacity
 
     def set_capacity(self, capacity: int) -> None:
         """Run and claim as much as the stages hold now (Helm scaled them: serve/app/capacity.py)."""
@@ -261,7 +274,7 @@ class VideoService:
     def publish_gauges(self) -> None:
         """Every gauge of this replica; on a policy change, health check or scrape."""
         self.publish_load()
-        self.telemetry.set_gauge("wanserve_capacity_requests", (), self.lanes.capacity)
+        self.telemetry.set_gauge("wanserve_capacity_requests", (), self.capacity_now)
         tier = self._policy.tier
         self.telemetry.replace_gauge("wanserve_degradation_tier", {(tier.name,): float(tier.level)})
         self.telemetry.replace_gauge("wanserve_active_instance", {

@@ -4,6 +4,7 @@ No ``from __future__ import annotations`` here: FastAPI reads these route signat
 """
 
 
+import asyncio
 import logging
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from swagger_ui_bundle import swagger_ui_path
 
 from serve.app.api_models import VideoCreate, VideoDeleted, VideoList
 from serve.app.args import AppArgs
-from serve.app.capacity import StageCapacity, lane_capacity
+from serve.app.capacity import StageCapacity, capacity_now, lane_capacity
 from serve.app.create_body import read_create_body
 from serve.app.errors import ApiError, error_body, install_error_handlers
 from serve.app.generation import VideoService
@@ -34,7 +35,7 @@ from serve.app.request_guard import (
     check_video_id,
 )
 from serve.app.telemetry import Telemetry
-from serve.app.topology import Topology, connect, stage_handles
+from serve.app.topology import Topology, connect, stage_app_name, stage_handles
 from serve.artifacts import ArtifactStoreUnavailable, artifact_store_from_env
 from serve.jobs import JobChanges, NotifyingJobStore, VideoJob, VideoPublic
 from serve.policy import ServingPolicy
@@ -187,6 +188,8 @@ class Ingress:
         # One link to the durable Redis (jobs, quotas, artifact references), one breaker for all.
         self._redis = RedisLink(self.args.redis_url, on_error=self._on_redis_error) if self.args.redis_url else None
         self._swept_at = time.monotonic()
+        # The stages' sizing from the user_config (serve/app/capacity.py); None: a fixed lanes.capacity.
+        self._stage_capacity: StageCapacity | None = None
         self.tenants = TenantRegistry(
             self.args.api_keys_file, overrides=self.args.tenants, default_quotas=self.args.default_quotas
         )
@@ -283,13 +286,29 @@ class Ingress:
         exist) and the stages' sizing the capacity derives from land here, without a restart when they
         change. The policy comes from the policy store."""
         if user_config.get("capacity") is not None:
-            self.service.set_capacity(lane_capacity(StageCapacity.model_validate(user_config["capacity"])))
+            self._stage_capacity = StageCapacity.model_validate(user_config["capacity"])
+            self.service.set_capacity(lane_capacity(self._stage_capacity))
         if user_config.get("topology") is not None:
             topology = Topology.model_validate(user_config["topology"])
             instances = connect(topology, self.service.instances, stage_handles)
             self.service.set_topology(topology.stable, topology.versions, instances)
         if user_config.get("policy") is not None:
             self._accept_policy(ServingPolicy.model_validate(user_config["policy"]))
+
+    def _running_capacity(self, stages: StageCapacity) -> int | None:
+        """This replica's share of the stages' capacity at the replicas running now: the stable version's
+        active Denoiser replicas and this router's Ingress replicas, from Serve's status (blocking)."""
+        router = serve.get_replica_context().app_name
+        version = self.service.stable
+        try:
+            apps = serve.status().applications
+            instance = self.service.policy.instance_for(version)
+            denoisers = apps[stage_app_name(version, instance, router)].deployments["Denoiser"].replica_states
+            routers = apps[router].deployments["Ingress"].replica_states
+        except Exception as error:  # Serve's status away, or the stage app not deployed yet
+            log.warning("stage capacity now unknown (%s); load stays against the configured capacity", error)
+            return None
+        return capacity_now(stages, denoisers.get("RUNNING", 0), routers.get("RUNNING", 0))
 
     def _accept_policy(self, policy: ServingPolicy) -> None:
         try:
@@ -304,6 +323,8 @@ class Ingress:
         if not self.service.work.alive:
             raise RuntimeError("this replica stopped claiming jobs from the work queue; restart it")
         await self.service.probe_instances()
+        if self._stage_capacity is not None:
+            self.service.running_capacity = await asyncio.to_thread(self._running_capacity, self._stage_capacity)
         self.service.publish_gauges()
         if time.monotonic() - self._swept_at > ARTIFACT_SWEEP_INTERVAL_S:
             self._swept_at = time.monotonic()

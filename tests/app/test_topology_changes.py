@@ -193,6 +193,11 @@ def test_the_stages_sizing_reaches_the_running_router_without_a_restart(drill: D
             time.sleep(0.5)
         assert drill_client.get("/v1/ops").json()["capacity"] == 6
         assert local.stage_replicas(DRILL) == router_before, "the router was restarted instead of reconfigured"
+        # Load is measured against the replicas running now: one Denoiser of the three it may scale to,
+        # batching 2 (the Ingress reads Serve's status at its health checks).
+        while drill_client.get("/v1/ops").json()["capacity_now"] != 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert drill_client.get("/v1/ops").json()["capacity_now"] == 2
         video = drill_client.post("/v1/videos", json=small_body(num_inference_steps=1)).json()
         assert wait_done(drill_client, video["id"])["status"] == "completed"
     finally:

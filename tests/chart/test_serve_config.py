@@ -299,3 +299,11 @@ def test_upgrade_strategy_is_configurable(render):
     strategy = rendered.rayservice["spec"]["upgradeStrategy"]
     assert strategy["type"] == "NewClusterWithIncrementalUpgrade"
     assert strategy["clusterUpgradeOptions"]["gatewayClassName"] == "istio"
+
+
+def test_the_lanes_start_deadlines_reach_the_router(render):
+    args = AppArgs.model_validate(render().application["args"])
+    assert args.lanes.start_deadlines() == {"realtime": 300.0, "batch": 3600.0}
+    custom = render(set_values=("lanes.realtimeStartDeadlineSeconds=20", "lanes.batchStartDeadlineSeconds=null"))
+    assert AppArgs.model_validate(custom.application["args"]).lanes.start_deadlines() == {"realtime": 20.0,
+                                                                                          "batch": None}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from serve.app.capacity import StageCapacity, lane_capacity
+from serve.app.capacity import StageCapacity, capacity_now, lane_capacity
 
 
 @pytest.mark.parametrize(
@@ -33,3 +33,11 @@ def test_more_denoisers_mean_more_capacity() -> None:
 def test_sizes_below_one_are_refused() -> None:
     with pytest.raises(ValidationError):
         StageCapacity(denoiser_replicas=0, batch_max_size=4)
+
+
+def test_load_is_measured_against_the_replicas_running_now() -> None:
+    stages = StageCapacity(denoiser_replicas=16, batch_max_size=4, router_replicas=2)
+    assert lane_capacity(stages) == 32  # what the lanes admit: the stages at their largest
+    assert capacity_now(stages, running_denoisers=2, running_routers=2) == 4  # two Denoisers running now
+    assert capacity_now(stages, running_denoisers=16, running_routers=4) == 16  # four routers share them
+    assert capacity_now(stages, running_denoisers=0, running_routers=0) == 4  # counted as one: load stays finite

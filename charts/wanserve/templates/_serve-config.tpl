@@ -168,7 +168,9 @@ stage reconfigures the router instead of restarting it.
     "redis_url" (ternary $redisUrl nil (ne $redisUrl ""))
     "policy_key" (include "wanserve.policyKey" .)
     "max_frame_area" (int $v.model.maxFrameArea)
-    "lanes" (dict "tenant_queue_share" $v.lanes.tenantQueueShare "batch_max_size" (int $v.lanes.batchMaxSize)) }}
+    "lanes" (dict "tenant_queue_share" $v.lanes.tenantQueueShare "batch_max_size" (int $v.lanes.batchMaxSize)
+                  "realtime_start_deadline_s" $v.lanes.realtimeStartDeadlineSeconds
+                  "batch_start_deadline_s" $v.lanes.batchStartDeadlineSeconds) }}
 {{- /* Unset means the cache shares redis_url. */}}
 {{- with include "wanserve.redisCacheUrl" . }}
 {{- $_ := set $args "cache_redis_url" . }}
