@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractContextManager, nullcontext, suppress
 from typing import Any
@@ -53,14 +54,17 @@ async def job_events(
     queue_position: Callable[[VideoJob], Awaitable[int | None]] | None = None,
     changes: AbstractContextManager[asyncio.Event] | None = None,
     poll_s: float = 0.25,
+    position_every_s: float = 1.0,
 ) -> AsyncIterator[ServerSentEvent]:
     """Events for one job, from after ``last_seen`` until its outcome.
 
     ``changes`` (`JobChanges.listen`) wakes the stream when this replica writes the job; without a
-    wake-up the store is read again every ``poll_s`` (the job may run on another replica).
+    wake-up the store is read again every ``poll_s`` (the job may run on another replica). A queued
+    job's ``queue_position`` (a queue read, in Redis) is looked up again at most every
+    ``position_every_s``, or when the job changed.
     """
     with changes if changes is not None else nullcontext(asyncio.Event()) as changed:
-        async for event in _events(fetch, last_seen, queue_position, changed, poll_s):
+        async for event in _events(fetch, last_seen, queue_position, changed, poll_s, position_every_s):
             yield event
 
 
@@ -70,20 +74,26 @@ async def _events(
     queue_position: Callable[[VideoJob], Awaitable[int | None]] | None,
     changed: asyncio.Event,
     poll_s: float,
+    position_every_s: float,
 ) -> AsyncIterator[ServerSentEvent]:
     sent_position: int | None = None
+    position: int | None = None
+    looked_up_at = -float("inf")
     while True:
         changed.clear()  # before reading: a change written after the read wakes the wait below
         job = await fetch()
         if job is None:
             yield ServerSentEvent(data=json.dumps({"status": "gone"}), event="gone")
             return
-        position = None
-        if job.status == "queued" and queue_position is not None:
+        moved = event_id(job) > last_seen
+        if job.status != "queued" or queue_position is None:
+            position = None
+        elif moved or time.monotonic() - looked_up_at >= position_every_s:
+            looked_up_at = time.monotonic()
             position = await queue_position(job)
         # A new event when the status or progress moved, or a queued job moved up its queue (same id:
         # a client that reconnects resumes from the status and progress it saw).
-        if event_id(job) > last_seen or (position is not None and position != sent_position):
+        if moved or (position is not None and position != sent_position):
             last_seen = max(last_seen, event_id(job))
             sent_position = position
             yield _event(job, {} if position is None else {"queue_position": position})

@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 #: Lanes in claim order: realtime work is always claimed before batch work.
 LANES: tuple[str, ...] = ("realtime", "batch")
 
+#: Queue positions are counted up to this many jobs ahead: counting reads each entry ahead (in Redis, in
+#: one script), so a deep queue must not make a position lookup cost more than this.
+POSITION_CAP = 10_000
 #: A replica that stops renewing loses its jobs to another replica after this long.
 DEFAULT_LEASE_S = 30.0
 #: The fourth delivery of a job is poison: three interruptions and it fails for good.
@@ -247,7 +250,7 @@ class WorkQueue(Protocol):
         """How many jobs of the lane are queued or running, across the cluster."""
         ...
 
-    async def unclaimed_ahead(self, job_id: str, cap: int = 10_000) -> int | None:
+    async def unclaimed_ahead(self, job_id: str, cap: int = POSITION_CAP) -> int | None:
         """Jobs of ``job_id``'s lane queued before it that no replica has claimed yet (at most ``cap``);
         None when the job is claimed (running, or waiting in a replica's lanes) or not queued."""
         ...

@@ -23,6 +23,7 @@ from serve.workqueue.lease import (
     DEFAULT_MAX_DELIVERIES,
     FINISHED_LOG_LEN,
     LANES,
+    POSITION_CAP,
     Lease,
     TenantAtLimit,
     encode_payload,
@@ -148,7 +149,7 @@ class MemoryWorkQueue:
         self._check_lane(lane)
         return sum(1 for entry in self._shared.entries.values() if entry.lane == lane)
 
-    async def unclaimed_ahead(self, job_id: str, cap: int = 10_000) -> int | None:
+    async def unclaimed_ahead(self, job_id: str, cap: int = POSITION_CAP) -> int | None:
         own = self._shared.entries.get(job_id)
         if own is None or own.holder is not None:
             return None

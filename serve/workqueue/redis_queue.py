@@ -36,6 +36,7 @@ from serve.workqueue.lease import (
     DEFAULT_MAX_DELIVERIES,
     FINISHED_LOG_LEN,
     LANES,
+    POSITION_CAP,
     Lease,
     TenantAtLimit,
     WorkQueueUnavailable,
@@ -379,7 +380,7 @@ class RedisWorkQueue:
             raise WorkQueueUnavailable(f"could not remove job {job_id} from the job queue ({exc}); retry") from exc
         return bool(found)
 
-    async def unclaimed_ahead(self, job_id: str, cap: int = 10_000) -> int | None:
+    async def unclaimed_ahead(self, job_id: str, cap: int = POSITION_CAP) -> int | None:
         args = [job_id, f"{self._prefix}:lane:", GROUP, cap]
         try:
             ahead = await self._script("work.unclaimed_ahead", self._unclaimed_ahead_script, [self._index_key()], args)

@@ -90,9 +90,22 @@ async def test_a_queued_job_moving_up_its_queue_is_an_event_with_its_new_positio
     async def position(_job: VideoJob) -> int:
         return next(positions)
 
-    events = await _collect(fetch, queue_position=position)
+    events = await _collect(fetch, queue_position=position, position_every_s=0)
     assert [(event.event, json.loads(event.data).get("queue_position")) for event in events] == [
         ("queued", 2), ("queued", 1), ("queued", 0), ("in_progress", None), ("completed", None)]
+
+
+async def test_a_queued_jobs_position_is_looked_up_again_only_after_a_while_or_a_change():
+    fetch = _feed(*[_job()] * 6, _job(status="completed", progress=100))
+    lookups: list[int] = []
+
+    async def position(_job: VideoJob) -> int:
+        lookups.append(1)
+        return 5
+
+    events = await _collect(fetch, queue_position=position, position_every_s=3600)
+    assert [event.event for event in events] == ["queued", "completed"]
+    assert len(lookups) == 1  # six polls of a queued job, one queue read
 
 
 def test_a_foreign_last_event_id_means_from_the_start():
