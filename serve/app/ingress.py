@@ -16,22 +16,18 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from ray import serve
 from sse_starlette.sse import EventSourceResponse
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from swagger_ui_bundle import swagger_ui_path
 
 from serve.app.api_models import VideoCreate, VideoDeleted, VideoList
 from serve.app.args import AppArgs
 from serve.app.capacity import StageCapacity, capacity_now, lane_capacity
 from serve.app.create_body import read_create_body
-from serve.app.errors import ApiError, error_body, install_error_handlers
+from serve.app.errors import ApiError, install_error_handlers
 from serve.app.generation import VideoService
+from serve.app.guard_middleware import RequestGuard
 from serve.app.lanes import PriorityLanes
 from serve.app.progress_events import job_events, parse_last_event_id
 from serve.app.request_guard import (
-    SECURITY_HEADERS,
-    check_declared_length,
-    check_same_origin,
     check_video_id,
 )
 from serve.app.telemetry import Telemetry
@@ -41,7 +37,7 @@ from serve.jobs import JobChanges, NotifyingJobStore, VideoJob, VideoPublic
 from serve.policy import ServingPolicy
 from serve.policy_store import PolicyFollower, PolicyStore, PolicyStoreError
 from serve.redis_link import RedisLink
-from serve.tenancy import AccessDenied, Caller, QuotaKeeper, TenantRegistry, authorize
+from serve.tenancy import Caller, QuotaKeeper, TenantRegistry
 from serve.workqueue import RedisFlightRegistry, RedisWorkQueue
 
 log = logging.getLogger(__name__)
@@ -79,56 +75,9 @@ _CREATE_BODY = {
 _bearer = HTTPBearer(auto_error=False, description="API key: `wanserve keys add TENANT` prints one")
 
 
-class _Guard:
-    """Every request: size and origin checks, then authentication; every answer: security headers.
-
-    Plain ASGI rather than ``@app.middleware("http")``: Starlette's BaseHTTPMiddleware runs each
-    request through an extra task and memory stream, a noticeable share of a cache hit's time.
-    """
-
-    def __init__(self, inner: ASGIApp) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.inner(scope, receive, send)
-            return
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).update(SECURITY_HEADERS)
-            await send(message)
-
-        refused = _refusal(Request(scope))
-        await (refused or self.inner)(scope, receive, send_with_headers)
-
-
-def _refusal(request: Request) -> Response | None:
-    """The answer for a request refused before any route runs; None (and the caller on ``request.state``)
-    when it may go on."""
-    ingress: Ingress = serve.get_replica_context().servable_object
-    path = request.url.path
-    root = request.scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root):] or "/"
-    try:
-        check_declared_length(request.headers.get("content-length"), ingress.args.max_body_bytes)
-        check_same_origin(request.method, request.headers)
-    except ApiError as refused:
-        return JSONResponse(error_body(refused.code, refused.message, refused.param), refused.status)
-    decision = authorize(path, request.headers.get("authorization"), ingress.tenants, ingress.args.admin_key,
-                         ingress.args.metrics_key)
-    if isinstance(decision, AccessDenied):
-        headers = {}
-        if decision.status == 401:
-            error = ', error="invalid_token"' if decision.code == "invalid_api_key" else ""
-            headers["WWW-Authenticate"] = f'Bearer realm="wanserve"{error}'
-        return JSONResponse(error_body(decision.code, decision.message), decision.status, headers=headers)
-    request.state.caller = decision
-    return None
-
-
-app.add_middleware(_Guard)
+# Every request is checked before any route runs (serve/app/guard_middleware.py); the guarded object is the
+# replica's Ingress, whose args and tenants the checks read.
+app.add_middleware(RequestGuard, guarded=lambda: serve.get_replica_context().servable_object)
 
 
 async def _caller(request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> Caller:
