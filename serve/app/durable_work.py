@@ -226,12 +226,7 @@ class DurableWork:
         here = self.execution.queue_position(job.id)
         if here is not None:
             return here
-        lanes = self.execution.lanes
-        if not lanes.enabled:
-            waiting_here = lanes.queue_depth("batch")  # one FIFO for every job
-        else:
-            waiting_here = lanes.queue_depth(job.priority) + (
-                lanes.queue_depth("realtime") if job.priority == "batch" else 0)
+        waiting_here = self.execution.lanes.waiting_before(job.priority)
         for queue in self.queues:
             try:
                 ahead = await queue.unclaimed_ahead(job.id)

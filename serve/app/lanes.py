@@ -180,9 +180,16 @@ class PriorityLanes:
         if waiter is None or waiter.future.done():
             return None
         ahead = self._queues[waiter.lane].ahead_of(waiter)
-        if ahead is None:
-            return None
-        return ahead + (self.queue_depth("realtime") if waiter.lane == "batch" and self.enabled else 0)
+        return None if ahead is None else ahead + self._realtime_ahead_of(waiter.lane)
+
+    def waiting_before(self, lane: Lane) -> int:
+        """Requests waiting here that start before one arriving in ``lane`` now."""
+        queue_lane: Lane = lane if self.enabled else "batch"
+        return self.queue_depth(queue_lane) + self._realtime_ahead_of(queue_lane)
+
+    def _realtime_ahead_of(self, queue_lane: Lane) -> int:
+        # Batch work waits behind all realtime work; with lanes off there is one FIFO.
+        return self.queue_depth("realtime") if queue_lane == "batch" and self.enabled else 0
 
     def queue_depth_of(self, lane: Lane, tenant: str) -> int:
         """Requests of ``tenant`` waiting in ``lane``."""
