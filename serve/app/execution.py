@@ -127,16 +127,20 @@ class Execution:
         """Generations that start before ``job_id``'s on this replica (0: it is next), while it waits for
         its lane here; None when it is not waiting here. A job that follows another's identical flight
         waits where that flight's leader waits."""
-        key = next((key for key, ids in self._watchers.items() if job_id in ids), None)
+        key = self._flight_of(job_id)
         leader = self._leaders.get(key) if key is not None else None
         return None if leader is None else self.lanes.position(leader)
+
+    def _flight_of(self, job_id: str) -> str | None:
+        """The cache key of the flight ``job_id`` watches here, if any."""
+        return next((key for key, ids in self._watchers.items() if job_id in ids), None)
 
     async def cancel(self, job_id: str) -> bool:
         """A deleted job stops: its generation too, at the next step, unless another job still waits for it.
 
         True if the job was running here. Its compute charge is not given back (the work was asked for).
         """
-        key = next((key for key, ids in self._watchers.items() if job_id in ids), None)
+        key = self._flight_of(job_id)
         if key is None:
             return False
         self._watchers[key].discard(job_id)
