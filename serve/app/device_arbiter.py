@@ -59,14 +59,16 @@ def default_marks_root() -> Path | None:
 class DeviceArbiter:
     """The arbiter of one device in this process, and its marks shared with the host's other processes."""
 
-    def __init__(self, device_key: str, marks_root: Path | None = None, poll_s: float = POLL_S) -> None:
+    def __init__(self, device_key: str, marks_root: Path | None = None, poll_s: float = POLL_S,
+                 node: str = "local") -> None:
+        # ``cpu`` or a GPU's key (``serve.pipeline.device.device_key``); the marks are per device and node.
         self.device_key = device_key
         self.poll_s = poll_s
         self.lock = PriorityLock()
         self._realtime_here = 0
         self._marks: Path | None = None
         if marks_root is not None:
-            self._marks = marks_root / f"wanserve-device-{_safe(device_key)}"
+            self._marks = marks_root / f"wanserve-device-{_safe(device_key)}-{_safe(node)}"
             self._marks.mkdir(parents=True, exist_ok=True)
         self._names = itertools.count()
 
@@ -142,7 +144,7 @@ class DeviceArbiter:
 def arbiter_for(device_key: str) -> DeviceArbiter:
     """This process's arbiter of ``device_key`` (``serve.pipeline.device.device_key``): stages on one
     device in one process share it, and processes of one Ray node share its marks."""
-    return DeviceArbiter(f"{device_key}-{_ray_node()}", default_marks_root())
+    return DeviceArbiter(device_key, default_marks_root(), node=_ray_node())
 
 
 def _ray_node() -> str:

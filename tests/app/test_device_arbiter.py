@@ -66,9 +66,9 @@ def test_a_mark_left_by_a_dead_process_is_cleared(tmp_path):
     proc = _other_process(tmp_path, 30)
     proc.kill()  # killed inside the block: its mark stays behind
     proc.wait()
-    assert list((tmp_path / "wanserve-device-cpu").iterdir())
+    assert list((tmp_path / "wanserve-device-cpu-local").iterdir())
     assert arbiter.batch_may_run()
-    assert not list((tmp_path / "wanserve-device-cpu").iterdir())
+    assert not list((tmp_path / "wanserve-device-cpu-local").iterdir())
 
 
 async def test_a_batch_turn_starts_when_realtime_work_elsewhere_ends(tmp_path):

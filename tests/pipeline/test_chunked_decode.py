@@ -60,3 +60,49 @@ def test_a_finished_decode_drops_its_causal_cache(decoder):
     assert any(entry is not None for entry in state.feat_map)
     decoder.decode_chunk(state)
     assert state.finished and state.feat_map == []
+
+
+async def test_a_batch_videos_mp4_encoding_waits_while_realtime_work_is_in_flight_on_the_cpu(
+    decoder, tmp_path, monkeypatch
+):
+    """On the CPU, encoding the mp4 is CPU work too: a batch video's waits for realtime work to clear."""
+    import asyncio
+
+    from serve.app import stages
+    from serve.app.cancellation import JobTasks
+    from serve.app.device_arbiter import MARKS_ENV, DeviceArbiter, arbiter_for
+    from serve.app.messages import DecodeTask, LatentsReady
+    from serve.app.telemetry import Telemetry
+
+    monkeypatch.setenv(MARKS_ENV, str(tmp_path))
+    arbiter_for.cache_clear()
+    realtime_elsewhere = DeviceArbiter("cpu", tmp_path)  # another stage process on this host's CPU
+    marked = realtime_elsewhere.realtime_in_flight()
+    latents = _latents(seed=1, frames=2)
+    decode_chunk = decoder.decode_chunk
+
+    def last_chunk_then_realtime_arrives(state, frames):
+        pixels = decode_chunk(state, frames)
+        if state.finished:
+            marked.__enter__()
+        return pixels
+
+    encoded = []
+    encode_video = stages._encode_video
+    monkeypatch.setattr(decoder, "decode_chunk", last_chunk_then_realtime_arrives)
+    monkeypatch.setattr(stages, "_encode_video", lambda *args: encoded.append(1) or encode_video(*args))
+
+    stage = stages.DecoderDeployment.func_or_class.__new__(stages.DecoderDeployment.func_or_class)
+    stage.models, stage.telemetry, stage.jobs = {"v": decoder}, Telemetry("test"), JobTasks()
+    stage.device = arbiter_for("cpu")  # as a Decoder replica on the CPU gets it
+    arbiter_for.cache_clear()
+
+    async def ready():
+        return latents
+
+    decoding = asyncio.create_task(stage.decode(DecodeTask("j", "v", fps=8, priority=1), LatentsReady(ready())))
+    await asyncio.sleep(1.0)
+    assert not decoding.done() and encoded == []  # every chunk decoded; the mp4 waits
+    marked.__exit__(None, None, None)
+    artifact = await asyncio.wait_for(decoding, 30)
+    assert encoded == [1] and artifact.num_frames == 5 and artifact.mp4[4:8] == b"ftyp"
