@@ -15,6 +15,7 @@ the one replica that records an outcome.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -22,8 +23,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from serve.app.admission import artifact_owner
+from serve.app.device_arbiter import DeviceArbiter
 from serve.app.eta import Timeline, cost_units
-from serve.app.lanes import LaneFull, PriorityLanes
+from serve.app.lanes import Lane, LaneFull, PriorityLanes
 from serve.app.messages import Cancelled, VideoArtifact
 from serve.app.planning import Plan
 from serve.app.routing import InstanceHealth, injected_fault
@@ -96,6 +98,7 @@ class Execution:
         flight_registry: FlightRegistry | None = None,
         flight_lease_s: float = DEFAULT_LEASE_S,
         timeline: Timeline | None = None,
+        host_device: DeviceArbiter | None = None,
     ) -> None:
         self.instances = instances
         self.store = store
@@ -113,6 +116,8 @@ class Execution:
         self.flight_lease_s = flight_lease_s
         # The jobs this replica holds and how long they take: the ETAs admission gives (serve/app/eta.py).
         self.timeline = timeline
+        # This router's host CPU: its realtime generations are marked on it (``_on_host``).
+        self.host_device = host_device
         # Jobs watching each flight (by cache key): they all get its progress.
         self._watchers: dict[str, set[str]] = {}
         # The job whose id the stages know each flight by (the one that started it).
@@ -233,7 +238,8 @@ class Execution:
             try:
                 async with self.lanes.admit(plan.lane, plan.tenant, bounded=False, ticket=leader.id):
                     await self._broadcast(plan.key, status="in_progress", progress=0, **self._started(plan.key))
-                    artifact = await self._on_instance(plan, leader.id)
+                    with self._on_host(plan.lane):
+                        artifact = await self._on_instance(plan, leader.id)
             finally:
                 self._leaders.pop(plan.key, None)
             with self.metrics.hop("artifact_save"):
@@ -241,6 +247,15 @@ class Execution:
             with self.metrics.hop("cache_write"):
                 await self.cache.put(plan.key, result, self.cache_ttl_seconds)
             return result
+
+    def _on_host(self, lane: Lane) -> contextlib.AbstractContextManager[None]:
+        """A realtime generation is in flight on this router's host from its first stage call to its
+        video: where stages run on the same CPU (``make run``, one host), their batch work pauses at its
+        next step or chunk for the whole of it, hops between the stages included, instead of only while
+        a stage holds it. Stages on a GPU, or on another host, have another device key: not paused."""
+        if lane != "realtime" or self.host_device is None:
+            return contextlib.nullcontext()
+        return self.host_device.realtime_in_flight()
 
     def _started(self, key: str) -> dict[str, Any]:
         """The watching jobs start now: their ETA becomes now plus the estimated duration (when there is one)."""

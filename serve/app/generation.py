@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from serve.app.admission import Admission
+from serve.app.device_arbiter import DeviceArbiter
 from serve.app.durable_work import DurableWork, claim_capacity
 from serve.app.eta import Timeline
 from serve.app.execution import Execution
@@ -61,6 +62,7 @@ class VideoService:
         work_queue: WorkQueue | None = None,
         flight_registry: FlightRegistry | None = None,
         start_deadlines: dict[str, float | None] | None = None,
+        host_device: DeviceArbiter | None = None,
     ) -> None:
         self.versions = versions
         self.instances = instances
@@ -85,7 +87,7 @@ class VideoService:
             metrics=self.metrics, policy=lambda: self._policy, rng=rng, cache_ttl_seconds=cache_ttl_seconds,
             flight_registry=flight_registry,
             flight_lease_s=work_queue.lease_s if work_queue is not None else DEFAULT_LEASE_S,
-            timeline=self.timeline,
+            timeline=self.timeline, host_device=host_device,
         )
         self.execution.on_attempt = self._record
         self.health = self.execution.health

@@ -22,6 +22,7 @@ from serve.app.api_models import VideoCreate, VideoDeleted, VideoList
 from serve.app.args import AppArgs
 from serve.app.capacity import StageCapacity, capacity_now, lane_capacity
 from serve.app.create_body import read_create_body
+from serve.app.device_arbiter import arbiter_for
 from serve.app.errors import ApiError, install_error_handlers
 from serve.app.generation import VideoService
 from serve.app.guard_middleware import RequestGuard
@@ -169,6 +170,8 @@ class Ingress:
             work_queue=self._work_queue(),
             flight_registry=RedisFlightRegistry(self._redis) if self._redis is not None else None,
             start_deadlines=self.args.lanes.start_deadlines(),
+            # Realtime generations pause batch work of stages that share this host's CPU.
+            host_device=arbiter_for("cpu"),
         )
         # Claim queued jobs (any replica's) from now on; __del__ drains.
         self.service.work.start()

@@ -254,3 +254,31 @@ async def test_without_redis_jobs_run_in_this_process_as_before() -> None:
     finally:
         await service.work.drain(0.0)
 
+
+
+async def test_a_realtime_generation_is_marked_on_the_routers_host_cpu_while_it_runs(
+    cluster: Cluster, tmp_path
+) -> None:
+    """Stages sharing the router's CPU pause batch work from a realtime generation's first stage call
+    to its video (hops between stages included); a batch generation marks nothing."""
+    from dataclasses import replace
+
+    from serve.app.device_arbiter import DeviceArbiter
+
+    cluster.a.service.execution.host_device = DeviceArbiter("cpu", tmp_path)
+    stage_on_this_cpu = DeviceArbiter("cpu", tmp_path)
+    stage_on_a_gpu = DeviceArbiter("cuda-GPU-1234", tmp_path)
+    cluster.stages.gate.clear()
+    cluster.a.start()
+    batch = await cluster.a.service.submit(replace(request("batch work"), priority="batch"), "team-a")
+    await eventually(lambda: cluster.stages.generated == [batch.id])
+    assert stage_on_this_cpu.batch_may_run()
+    cluster.stages.gate.set()
+    await finished(cluster.a.service.store, batch.id)
+    cluster.stages.gate.clear()
+    realtime = await cluster.a.service.submit(request("realtime work"), "team-a")
+    await eventually(lambda: cluster.stages.generated[-1:] == [realtime.id])
+    assert not stage_on_this_cpu.batch_may_run() and stage_on_a_gpu.batch_may_run()
+    cluster.stages.gate.set()
+    assert (await finished(cluster.a.service.store, realtime.id)).status == "completed"
+    assert stage_on_this_cpu.batch_may_run()
