@@ -133,11 +133,16 @@ class DeviceArbiter:
 
     @asynccontextmanager
     async def turn(self, priority: int) -> AsyncIterator[None]:
-        """Hold the device for one step or chunk; batch work first waits for realtime work to clear."""
-        if priority != REALTIME:
-            await self.batch_clear()
-        async with self.lock.hold(priority):
-            yield
+        """Hold the device for one step or chunk; batch work first waits for realtime work to clear,
+        and looks again once it holds the lock: realtime work that came while it queued for the lock
+        (behind other batch chunks) goes first."""
+        while True:
+            if priority != REALTIME:
+                await self.batch_clear()
+            async with self.lock.hold(priority):
+                if priority == REALTIME or self.batch_may_run():
+                    yield
+                    return
 
 
 @functools.cache

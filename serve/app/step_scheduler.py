@@ -147,6 +147,8 @@ class StepScheduler:
                 if priority != REALTIME and not await self.device.batch_clear(wake=self._changed):
                     continue
                 async with self.device.lock.hold(priority):
+                    if priority != REALTIME and not self.device.batch_may_run():
+                        continue  # realtime work came while this waited for the lock: it goes first
                     outcomes = await finish_in_thread(_advance, group)
                 device = group[0].denoiser.device
                 if self.on_step is not None:

@@ -114,3 +114,29 @@ async def test_a_request_handed_to_the_next_stage_stays_marked_for_the_handoff(t
     assert not arbiter.batch_may_run() and not elsewhere.batch_may_run()
     await asyncio.sleep(0.3)
     assert arbiter.batch_may_run() and elsewhere.batch_may_run()
+
+
+async def test_batch_chunks_queued_for_the_lock_wait_again_when_realtime_work_starts_elsewhere(tmp_path):
+    """Batch chunks that passed the check and queued for the lock behind another chunk do not run
+    while a realtime request that arrived meanwhile in another stage is in flight."""
+    arbiter, elsewhere = DeviceArbiter("cpu", tmp_path), DeviceArbiter("cpu", tmp_path)
+    ran: list[str] = []
+    holding, release = asyncio.Event(), asyncio.Event()
+
+    async def chunk(name: str) -> None:
+        async with arbiter.turn(BATCH):
+            ran.append(name)
+            if name == "first":
+                holding.set()
+                await release.wait()
+
+    first = asyncio.create_task(chunk("first"))
+    await holding.wait()
+    queued = [asyncio.create_task(chunk(name)) for name in ("second", "third")]
+    await asyncio.sleep(0.05)  # both passed the check and wait for the lock
+    with elsewhere.realtime_in_flight():
+        release.set()
+        await asyncio.sleep(0.3)
+        assert ran == ["first"]
+    await asyncio.wait_for(asyncio.gather(first, *queued), 5)
+    assert ran == ["first", "second", "third"]

@@ -231,3 +231,26 @@ async def test_batch_steps_wait_while_realtime_work_is_in_flight_elsewhere_on_th
         assert denoiser.steps == [(2,)] * 4
     await batch
     assert denoiser.steps[4:] == [(1,)] * 4
+
+
+async def test_a_batch_step_waiting_for_the_lock_waits_again_for_realtime_work_elsewhere(
+    denoiser, make, params, tmp_path
+):
+    scheduler = _scheduler(tmp_path)
+    holder_done = asyncio.Event()
+
+    async def hold_the_lock() -> None:  # another user of this process's device (a co-located stage)
+        async with scheduler.device.lock.hold(BATCH):
+            await holder_done.wait()
+
+    holder = asyncio.create_task(hold_the_lock())
+    await asyncio.sleep(0.01)
+    batch = asyncio.create_task(_latents(scheduler.run("b", BATCH, _key(params), denoiser, make(params, 1))))
+    await asyncio.sleep(0.1)  # the batch step passed the check and waits for the lock
+    with DeviceArbiter("cpu", tmp_path).realtime_in_flight():
+        holder_done.set()
+        await asyncio.sleep(0.3)
+        assert denoiser.steps == []
+    await holder
+    await asyncio.wait_for(batch, 60)
+    assert denoiser.steps == [(1,)] * 4
