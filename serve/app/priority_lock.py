@@ -27,6 +27,11 @@ class PriorityLock:
     def waiting(self) -> int:
         return sum(1 for _, _, future in self._waiters if not future.done())
 
+    @property
+    def realtime_waiting(self) -> bool:
+        """A realtime request waits for the lock (readable from a worker thread)."""
+        return any(priority == REALTIME and not future.done() for priority, _, future in list(self._waiters))
+
     @asynccontextmanager
     async def hold(self, priority: int) -> AsyncIterator[None]:
         if self._held or self.waiting:

@@ -37,6 +37,7 @@ from serve.app.messages import (
 from serve.app.priority_lock import REALTIME
 from serve.app.step_scheduler import StepScheduler
 from serve.app.telemetry import Telemetry
+from serve.pipeline.preemption import Preempted
 
 # How long, and how many of, its latents a Denoiser replica keeps alive for the Decoder to read
 # (about 20 MB each at 1280x704x121).
@@ -116,6 +117,11 @@ class TextEncoderDeployment(_Stage):
         """Stop ``job_id`` before its next pass (a pass that has begun ends first)."""
         return self.jobs.cancel(job_id)
 
+    def _realtime_waits(self) -> bool:
+        """Asked before each encoder block of a batch pass: a realtime request waits for this replica's
+        device, or is in flight elsewhere on it."""
+        return self.device.lock.realtime_waiting or not self.device.batch_may_run()
+
     async def _encode(self, task: EncodeTask) -> Any:
         from serve.pipeline.device import release_cached_memory
         from serve.pipeline.text_encoder import PromptEmbeddings
@@ -126,11 +132,18 @@ class TextEncoderDeployment(_Stage):
             # The prompt and the negative prompt are two passes: more urgent work may go between them.
             passes = [[task.prompt]] + ([] if task.negative_prompt is None else [[task.negative_prompt]])
             embedded = []
+            # A batch pass gives the device up between two encoder blocks when realtime work waits
+            # (serve/pipeline/preemption.py) and runs again once it has cleared.
+            yield_to = None if task.priority == REALTIME else self._realtime_waits
             for texts in passes:
-                async with self.device.turn(task.priority):
-                    started = time.perf_counter()
-                    embedded.append(await finish_in_thread(model.embed, texts))
-                    busy += time.perf_counter() - started
+                embedding = None
+                while embedding is None:
+                    async with self.device.turn(task.priority):
+                        started = time.perf_counter()
+                        with contextlib.suppress(Preempted):
+                            embedding = await finish_in_thread(model.embed, texts, yield_to)
+                        busy += time.perf_counter() - started
+                embedded.append(embedding)
         release_cached_memory(model.device)
         self.telemetry.observe_stage("text_encoder", busy)
         return PromptEmbeddings(cond=embedded[0], uncond=embedded[1] if len(embedded) > 1 else None)

@@ -5,7 +5,10 @@ before batch, then the one that came first) and, when that is a batch request, e
 request that can share its transformer batch (same model version and ``LatentShape.batch_key``), up
 to ``batch_max_size``. So:
 
-- a realtime request waits for at most the one batch step that is running when it arrives;
+- a realtime request waits for at most the one batch step that is running when it arrives, and
+  mostly for less: a batch step gives the device up before its next transformer block while a
+  realtime request waits here or is in flight elsewhere on the device, and runs again afterwards
+  from the same state (serve/pipeline/preemption.py; not for step-cached groups);
 - batch requests join a running batch at a step boundary and leave it when done (continuous
   batching: every sample carries its own timestep, so members may be at different steps);
 - a preempted request keeps its ``DenoiseState`` (latents and its own scheduler) and resumes where it
@@ -32,6 +35,7 @@ from serve.app.messages import Cancelled
 from serve.app.priority_lock import REALTIME
 from serve.pipeline.denoiser import Denoiser, DenoiseRequest, DenoiseState
 from serve.pipeline.device import release_cached_memory
+from serve.pipeline.preemption import Preempted
 
 StepEvent = tuple[int, int] | Any
 """What ``StepScheduler.run`` yields: (steps done, total steps) after each step, then the latents."""
@@ -78,6 +82,8 @@ class StepScheduler:
         # Called after every transformer step with (priority, requests it advanced): for metrics.
         self.on_step = on_step
         self.cancelled = CancelledJobs()
+        # Batch steps given up before their end for realtime work (each runs again later).
+        self.preempted = 0
         self._jobs: list[StepJob] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
@@ -149,8 +155,15 @@ class StepScheduler:
                 async with self.device.lock.hold(priority):
                     if priority != REALTIME and not self.device.batch_may_run():
                         continue  # realtime work came while this waited for the lock: it goes first
-                    outcomes = await finish_in_thread(_advance, group)
+                    yield_to = None if priority == REALTIME else self._realtime_waits
+                    outcomes, stepped = await finish_in_thread(_advance, group, yield_to)
                 device = group[0].denoiser.device
+                if not stepped:
+                    self.preempted += 1
+                    for job in group:  # only the jobs whose start failed have news
+                        if isinstance(outcomes.get(job), BaseException):
+                            self._deliver(job, outcomes[job])
+                    continue
                 if self.on_step is not None:
                     self.on_step(priority, len(group))
                 for job in group:
@@ -163,6 +176,13 @@ class StepScheduler:
         finally:
             if device is not None:
                 release_cached_memory(device)
+
+    def _realtime_waits(self) -> bool:
+        """Asked from the step's worker thread before each transformer block of a batch step: a realtime
+        request waits here, or is in flight elsewhere on the device."""
+        return any(job.priority == REALTIME and not job.cancelled for job in list(self._jobs)) or (
+            not self.device.batch_may_run()
+        )
 
     def _drop_cancelled(self) -> bool:
         """Take cancelled jobs out (their states, latents included, go with them); True if any job is left."""
@@ -183,10 +203,11 @@ class StepScheduler:
             job.events.put_nowait(outcome)
 
 
-def _advance(group: list[StepJob]) -> dict[StepJob, Any]:
+def _advance(group: list[StepJob], yield_to: Callable[[], bool] | None = None) -> tuple[dict[StepJob, Any], bool]:
     """One step for every job in ``group`` (starting those that have not started), in a worker thread.
 
-    Returns, per job that is done: its latents, or the exception that ended it. A job whose start
+    Returns, per job that is done: its latents, or the exception that ended it; and whether the step
+    ran (False: ``yield_to`` preempted it, and the started jobs are as they were). A job whose start
     fails (a bad image latent, say) fails alone; a failed step fails its whole batch.
     """
     outcomes: dict[StepJob, Any] = {}
@@ -200,14 +221,16 @@ def _advance(group: list[StepJob]) -> dict[StepJob, Any]:
                 continue
         ready.append(job)
     if not ready:
-        return outcomes
+        return outcomes, True
     states = [job.state for job in ready if job.state is not None]
     try:
-        ready[0].denoiser.step(states)
+        ready[0].denoiser.step(states, yield_to)
+    except Preempted:
+        return outcomes, False
     except Exception as error:
-        return {**outcomes, **dict.fromkeys(ready, error)}
+        return {**outcomes, **dict.fromkeys(ready, error)}, True
     for job in ready:
         assert job.state is not None
         if job.state.finished:
             outcomes[job] = job.denoiser.result(job.state)
-    return outcomes
+    return outcomes, True

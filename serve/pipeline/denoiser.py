@@ -17,6 +17,7 @@ gets alone.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from serve.params import Scheduler
 from serve.pipeline.device import dtype_for, pick_device, quiet_loading, release_cached_memory
+from serve.pipeline.preemption import BlockCheckpoints
 from serve.pipeline.text_encoder import PromptEmbeddings
 from serve.step_cache import StepCache, StepCacheHooks
 
@@ -124,6 +126,8 @@ class Denoiser:
         self.transformer.to(self.device).eval()
         if compile:
             self.transformer.compile()
+        # A batch step may give the device up between two transformer blocks (serve/pipeline/preemption.py).
+        self.checkpoints = None if compile else BlockCheckpoints(self.transformer.blocks)
         vae_config = AutoencoderKLWan.load_config(root / "vae")
         self.spatial_factor: int = vae_config["scale_factor_spatial"]
         self.temporal_factor: int = vae_config["scale_factor_temporal"]
@@ -204,8 +208,12 @@ class Denoiser:
                 serial=next(self._serials),
             )
 
-    def step(self, states: list[DenoiseState]) -> None:
+    def step(self, states: list[DenoiseState], yield_to: Callable[[], bool] | None = None) -> None:
         """Advance every state by one step in one transformer batch; each at its own timestep.
+
+        With ``yield_to``, the step checks it before every transformer block and raises ``Preempted``
+        if it says more urgent work waits: the states are then as they were, and the step can run
+        again later with the same result (not with step caching, whose hooks keep state; nor compiled).
 
         The states may be at different steps, have different step counts, guidance scales, schedulers
         and seeds, and mix text- and image-to-video: only ``LatentShape.batch_key`` must agree. Every
@@ -219,8 +227,12 @@ class Denoiser:
         if any(state.finished for state in states):
             raise ValueError("a finished request was stepped again")
         torch = self._torch
-        with self._lock, torch.inference_mode():
-            self.step_cache.prepare(states[0].request.shape.step_cache, tuple(state.serial for state in states))
+        step_cache = states[0].request.shape.step_cache
+        yielding: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        if self.checkpoints is not None and step_cache is None:
+            yielding = self.checkpoints.yielding_to(yield_to)
+        with self._lock, torch.inference_mode(), yielding:
+            self.step_cache.prepare(step_cache, tuple(state.serial for state in states))
             timesteps = [state.scheduler.timesteps[state.done] for state in states]
             model_input = torch.cat([self._model_input(state) for state in states]).to(self.dtype)
             timestep = torch.cat([self._timestep(state, t) for state, t in zip(states, timesteps, strict=True)])

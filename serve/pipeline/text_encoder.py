@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from serve.pipeline.device import dtype_for, pick_device, quiet_loading, release_cached_memory
+from serve.pipeline.preemption import BlockCheckpoints
 
 if TYPE_CHECKING:
     import torch
@@ -43,6 +45,8 @@ class TextEncoder:
         self.model = UMT5EncoderModel.from_pretrained(root / "text_encoder", dtype=self.dtype)
         self.model.to(self.device).eval()
         self._torch = torch
+        # A batch pass may give the device up between two encoder blocks (serve/pipeline/preemption.py).
+        self.checkpoints = BlockCheckpoints(self.model.encoder.block)
 
     def encode(
         self, prompts: list[str], negative_prompts: list[str] | None = None
@@ -53,10 +57,12 @@ class TextEncoder:
         release_cached_memory(self.device)
         return PromptEmbeddings(cond=cond, uncond=uncond)
 
-    def embed(self, texts: list[str]) -> torch.Tensor:
+    def embed(self, texts: list[str], yield_to: Callable[[], bool] | None = None) -> torch.Tensor:
         """One pass of the encoder over ``texts``: [B, 512, D]. ``encode`` is this for the prompts, then
-        for the negative prompts; a scheduler may let more urgent work run between the two."""
-        with self._torch.inference_mode():
+        for the negative prompts; a scheduler may let more urgent work run between the two. With
+        ``yield_to``, the pass raises ``Preempted`` before any block while it says more urgent work
+        waits (a pass has no state: run it again)."""
+        with self._torch.inference_mode(), self.checkpoints.yielding_to(yield_to):
             return self._embed(texts)
 
     def _embed(self, texts: list[str]) -> torch.Tensor:

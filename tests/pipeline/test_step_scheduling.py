@@ -16,6 +16,7 @@ from serve.app.messages import Cancelled
 from serve.app.priority_lock import BATCH, REALTIME
 from serve.app.step_scheduler import StepJob, StepScheduler, next_group
 from serve.pipeline.denoiser import DenoiseRequest
+from serve.pipeline.preemption import Preempted
 from serve.pipeline.stages import StagePipeline, encode_request, shape_of
 
 TOLERANCE = {"rtol": 1e-5, "atol": 1e-5}
@@ -26,14 +27,20 @@ class Recording:
 
     def __init__(self, denoiser):
         self._denoiser = denoiser
-        self.steps: list[tuple[int, ...]] = []
+        self.steps: list[tuple[int, ...]] = []  # steps that ran to their end
+        self.preempted: list[tuple[int, ...]] = []  # steps given up for realtime work
 
     def __getattr__(self, name):
         return getattr(self._denoiser, name)
 
-    def step(self, states):
-        self.steps.append(tuple(state.request.seed for state in states))
-        self._denoiser.step(states)
+    def step(self, states, yield_to=None):
+        seeds = tuple(state.request.seed for state in states)
+        try:
+            self._denoiser.step(states, yield_to)
+        except Preempted:
+            self.preempted.append(seeds)
+            raise
+        self.steps.append(seeds)
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +261,32 @@ async def test_a_batch_step_waiting_for_the_lock_waits_again_for_realtime_work_e
     await holder
     await asyncio.wait_for(batch, 60)
     assert denoiser.steps == [(1,)] * 4
+
+
+async def test_a_realtime_request_preempts_the_running_batch_step_between_two_blocks(denoiser, make, params, stages):
+    """The batch step running when a realtime request arrives gives the device up before its next
+    transformer block; it runs again after the realtime request, and both videos are exact."""
+    import threading
+
+    scheduler = _scheduler()
+    inside_step, go_on = threading.Event(), threading.Event()
+
+    def pause_in_first_block(module, args):  # holds the batch step inside its first block
+        if not go_on.is_set():
+            inside_step.set()
+            go_on.wait(30)
+
+    hook = stages.denoiser.transformer.blocks[0].register_forward_pre_hook(pause_in_first_block)
+    try:
+        batch = asyncio.create_task(_latents(scheduler.run("b", BATCH, _key(params), denoiser, make(params, 1))))
+        assert await asyncio.to_thread(inside_step.wait, 30)
+        realtime = asyncio.create_task(_latents(scheduler.run("r", REALTIME, _key(params), denoiser, make(params, 2))))
+        await asyncio.sleep(0.05)  # the realtime request waits here now
+        go_on.set()
+        realtime_latents, batch_latents = await asyncio.wait_for(asyncio.gather(realtime, batch), 60)
+    finally:
+        hook.remove()
+    assert denoiser.preempted == [(1,)] and scheduler.preempted == 1
+    assert denoiser.steps == [(2,)] * 4 + [(1,)] * 4  # the realtime request first, then the batch job's 4
+    torch.testing.assert_close(realtime_latents, stages.denoiser.denoise(make(params, 2)), rtol=0, atol=0)
+    torch.testing.assert_close(batch_latents, stages.denoiser.denoise(make(params, 1)), rtol=0, atol=0)
