@@ -46,6 +46,9 @@ METRICS: tuple[MetricSpec, ...] = (
                "Transformer steps the Denoiser ran; a step shared by a batch counts once.", ("lane",)),
     MetricSpec("wanserve_denoiser_request_steps_total", "counter",
                "Denoising steps of requests; a step shared by n requests counts n.", ("lane",)),
+    MetricSpec("wanserve_batch_preemptions_total", "counter",
+               "Batch denoising steps and encoder passes given up between two blocks for realtime work "
+               "(each ran again).", ("stage",)),
     MetricSpec("wanserve_cache_requests_total", "counter", "Result cache look-ups.", ("result",)),
     MetricSpec("wanserve_moderation_blocked_total", "counter", "Prompts refused by moderation."),
     MetricSpec("wanserve_redis_errors_total", "counter", "Redis calls that failed (cache or jobs bypassed).",

@@ -43,6 +43,8 @@ from serve.pipeline.preemption import Preempted
 # (about 20 MB each at 1280x704x121).
 LATENTS_KEPT = 64
 LATENTS_KEPT_SECONDS = 120.0
+# Batch steps and passes given up between two blocks for realtime work (serve/pipeline/preemption.py).
+PREEMPTIONS = "wanserve_batch_preemptions_total"
 # Latent frames the Decoder decodes between two looks at more urgent work (4 video frames each).
 DECODE_CHUNK_LATENT_FRAMES = 1
 
@@ -140,8 +142,10 @@ class TextEncoderDeployment(_Stage):
                 while embedding is None:
                     async with self.device.turn(task.priority):
                         started = time.perf_counter()
-                        with contextlib.suppress(Preempted):
+                        try:
                             embedding = await finish_in_thread(model.embed, texts, yield_to)
+                        except Preempted:
+                            self.telemetry.inc(PREEMPTIONS, ("text_encoder",))
                         busy += time.perf_counter() - started
                 embedded.append(embedding)
         release_cached_memory(model.device)
@@ -160,7 +164,8 @@ class DenoiserDeployment(_Stage):
         self.models = _load_versions(versions, lambda path: Denoiser(path, device, compile=compile))
         self.telemetry = Telemetry(versions=list(versions))
         self.device = self._arbiter()
-        self.scheduler = StepScheduler(self.device, on_step=self._count_step)
+        self.scheduler = StepScheduler(self.device, on_step=self._count_step,
+                                       on_preempt=lambda: self.telemetry.inc(PREEMPTIONS, ("denoiser",)))
         # This replica owns the latents it puts in the object store. Ray can free such an object
         # before the ingress's borrowed reference (nested in a streamed item) is registered, so the
         # owner keeps the newest refs alive until the Decoder has surely read them.

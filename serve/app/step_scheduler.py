@@ -76,14 +76,16 @@ class StepScheduler:
         device: DeviceArbiter,
         batch_max_size: int = 4,
         on_step: Callable[[int, int], None] | None = None,
+        on_preempt: Callable[[], None] | None = None,
     ) -> None:
         self.device = device
         self.batch_max_size = batch_max_size
         # Called after every transformer step with (priority, requests it advanced): for metrics.
         self.on_step = on_step
         self.cancelled = CancelledJobs()
-        # Batch steps given up before their end for realtime work (each runs again later).
+        # Batch steps given up before their end for realtime work (each runs again later); for metrics.
         self.preempted = 0
+        self.on_preempt = on_preempt
         self._jobs: list[StepJob] = []
         self._seq = itertools.count()
         self._changed = asyncio.Event()
@@ -160,6 +162,8 @@ class StepScheduler:
                 device = group[0].denoiser.device
                 if not stepped:
                     self.preempted += 1
+                    if self.on_preempt is not None:
+                        self.on_preempt()
                     for job in group:  # only the jobs whose start failed have news
                         if isinstance(outcomes.get(job), BaseException):
                             self._deliver(job, outcomes[job])

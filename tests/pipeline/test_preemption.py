@@ -85,11 +85,11 @@ async def test_a_realtime_prompt_preempts_the_batch_pass_running_in_the_text_enc
     from serve.app.device_arbiter import DeviceArbiter
     from serve.app.messages import EncodeTask
     from serve.app.priority_lock import BATCH, REALTIME
-    from serve.app.telemetry import Telemetry
+    from tests.app.durable_support import RecordedTelemetry
 
     encoder = stages.text_encoder
     stage = stage_module.TextEncoderDeployment.func_or_class.__new__(stage_module.TextEncoderDeployment.func_or_class)
-    stage.models, stage.telemetry, stage.jobs = {"v": encoder}, Telemetry("test"), JobTasks()
+    stage.models, stage.telemetry, stage.jobs = {"v": encoder}, RecordedTelemetry(), JobTasks()
     stage.device = DeviceArbiter("cpu", tmp_path)
     inside, go_on, finished = threading.Event(), threading.Event(), []
 
@@ -114,5 +114,6 @@ async def test_a_realtime_prompt_preempts_the_batch_pass_running_in_the_text_enc
     finally:
         hook.remove()
     assert finished == ["r", "b"]
+    assert stage.telemetry.count("wanserve_batch_preemptions_total", "text_encoder") == 1
     assert torch.equal(realtime_embeddings.cond, encoder.embed(["a red fox in the snow"]))
     assert torch.equal(batch_embeddings.cond, encoder.embed(["a drone shot of waves"]))

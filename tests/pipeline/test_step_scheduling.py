@@ -269,6 +269,8 @@ async def test_a_realtime_request_preempts_the_running_batch_step_between_two_bl
     import threading
 
     scheduler = _scheduler()
+    preemptions = []
+    scheduler.on_preempt = lambda: preemptions.append(1)
     inside_step, go_on = threading.Event(), threading.Event()
 
     def pause_in_first_block(module, args):  # holds the batch step inside its first block
@@ -286,7 +288,7 @@ async def test_a_realtime_request_preempts_the_running_batch_step_between_two_bl
         realtime_latents, batch_latents = await asyncio.wait_for(asyncio.gather(realtime, batch), 60)
     finally:
         hook.remove()
-    assert denoiser.preempted == [(1,)] and scheduler.preempted == 1
+    assert denoiser.preempted == [(1,)] and scheduler.preempted == 1 and preemptions == [1]
     assert denoiser.steps == [(2,)] * 4 + [(1,)] * 4  # the realtime request first, then the batch job's 4
     torch.testing.assert_close(realtime_latents, stages.denoiser.denoise(make(params, 2)), rtol=0, atol=0)
     torch.testing.assert_close(batch_latents, stages.denoiser.denoise(make(params, 1)), rtol=0, atol=0)
