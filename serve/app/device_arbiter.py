@@ -63,6 +63,7 @@ class DeviceArbiter:
                  node: str = "local") -> None:
         # ``cpu`` or a GPU's key (``serve.pipeline.device.device_key``); the marks are per device and node.
         self.device_key = device_key
+        self.node = node
         self.poll_s = poll_s
         self.lock = PriorityLock()
         self._realtime_here = 0

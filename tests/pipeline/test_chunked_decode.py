@@ -76,8 +76,10 @@ async def test_a_batch_videos_mp4_encoding_waits_while_realtime_work_is_in_fligh
 
     monkeypatch.setenv(MARKS_ENV, str(tmp_path))
     arbiter_for.cache_clear()
-    realtime_elsewhere = DeviceArbiter("cpu", tmp_path)  # another stage process on this host's CPU
-    marked = realtime_elsewhere.realtime_in_flight()
+    device = arbiter_for("cpu")  # as a Decoder replica on the CPU gets it
+    arbiter_for.cache_clear()
+    # Another stage process on this host's CPU (the same Ray node, when this test process runs Ray).
+    marked = DeviceArbiter("cpu", tmp_path, node=device.node).realtime_in_flight()
     latents = _latents(seed=1, frames=2)
     decode_chunk = decoder.decode_chunk
 
@@ -94,8 +96,7 @@ async def test_a_batch_videos_mp4_encoding_waits_while_realtime_work_is_in_fligh
 
     stage = stages.DecoderDeployment.func_or_class.__new__(stages.DecoderDeployment.func_or_class)
     stage.models, stage.telemetry, stage.jobs = {"v": decoder}, Telemetry("test"), JobTasks()
-    stage.device = arbiter_for("cpu")  # as a Decoder replica on the CPU gets it
-    arbiter_for.cache_clear()
+    stage.device = device
 
     async def ready():
         return latents
