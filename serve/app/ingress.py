@@ -18,6 +18,7 @@ from ray import serve
 from sse_starlette.sse import EventSourceResponse
 from swagger_ui_bundle import swagger_ui_path
 
+from serve.app import backends
 from serve.app.api_models import VideoCreate, VideoDeleted, VideoList
 from serve.app.args import AppArgs
 from serve.app.capacity import StageCapacity, capacity_now, lane_capacity
@@ -39,7 +40,7 @@ from serve.policy import ServingPolicy
 from serve.policy_store import PolicyFollower, PolicyStore, PolicyStoreError
 from serve.redis_link import RedisLink
 from serve.tenancy import Caller, QuotaKeeper, TenantRegistry
-from serve.workqueue import RedisFlightRegistry, RedisWorkQueue
+from serve.workqueue import RedisFlightRegistry
 
 log = logging.getLogger(__name__)
 
@@ -149,8 +150,8 @@ class Ingress:
             versions=[version.name for version in self.args.versions],
             # The stage applications arrive with the topology, in reconfigure.
             instances={},
-            store=NotifyingJobStore(self._job_store(), self.job_changes),
-            cache=self._result_cache(),
+            store=NotifyingJobStore(backends.job_store(self.args, self._redis), self.job_changes),
+            cache=backends.result_cache(self.args, self._on_redis_error),
             lanes=PriorityLanes(
                 capacity=self.args.lanes.capacity,
                 queue_limits={"realtime": self.args.lanes.realtime_queue, "batch": self.args.lanes.batch_queue},
@@ -160,14 +161,14 @@ class Ingress:
                 tenant_queue_share=self.args.lanes.tenant_queue_share,
             ),
             telemetry=self.telemetry,
-            moderator=self._moderator(),
+            moderator=backends.moderator(self.args),
             policy=self.args.initial_policy(),
             cache_ttl_seconds=self.args.cache_ttl_seconds,
-            quotas=QuotaKeeper(self._quota_state(), lambda tenant: self.tenants.tenant(tenant).quotas),
+            quotas=QuotaKeeper(backends.quota_state(self._redis), lambda tenant: self.tenants.tenant(tenant).quotas),
             tenant_label=self.tenants.metric_label,
             max_frame_area=self.args.max_frame_area,
             artifacts=artifact_store_from_env(self._redis),
-            work_queue=self._work_queue(),
+            work_queue=backends.work_queue(self.args, self._redis, serve.get_replica_context().app_name),
             flight_registry=RedisFlightRegistry(self._redis) if self._redis is not None else None,
             start_deadlines=self.args.lanes.start_deadlines(),
             # Realtime generations pause batch work of stages that share this host's CPU.
@@ -184,15 +185,6 @@ class Ingress:
                         "'anonymous'. Configure a keys file (api_keys_file / WANSERVE_API_KEYS_FILE) on any shared "
                         "network.")
 
-    def _work_queue(self) -> RedisWorkQueue | None:
-        """The router application's job queue in the durable Redis; one per router app, so two apps that
-        share a Redis (a benchmark's second router) never run each other's jobs."""
-        if self._redis is None:
-            return None
-        app_name = serve.get_replica_context().app_name
-        return RedisWorkQueue(self._redis, lease_s=self.args.work.lease_s, max_deliveries=self.args.work.max_deliveries,
-                              prefix=f"wanserve:{{work:{app_name}}}")
-
     async def __del__(self) -> None:
         """Serve's graceful stop (scale-down, redeploy): stop claiming, let running jobs finish for most of
         ``graceful_shutdown_timeout_s``, hand the rest back so another replica starts them at once."""
@@ -204,34 +196,6 @@ class Ingress:
 
     def _on_redis_error(self, op: str) -> None:
         self.telemetry.inc("wanserve_redis_errors_total", (op,))
-
-    def _job_store(self) -> Any:
-        from serve.jobs import MemoryJobStore, RedisJobStore
-
-        if self._redis is not None:
-            return RedisJobStore(self._redis, self.args.job_ttl_seconds)
-        return MemoryJobStore(self.args.job_ttl_seconds)
-
-    def _result_cache(self) -> Any:
-        from serve.cache import MemoryResultCache, ResultCache
-
-        if self.args.result_cache_url:
-            return ResultCache(self.args.result_cache_url, on_redis_error=self._on_redis_error)
-        return MemoryResultCache()
-
-    def _quota_state(self) -> Any:
-        from serve.tenancy import MemoryQuotaState, RedisQuotaState
-
-        if self._redis is not None:
-            return RedisQuotaState(self._redis)
-        return MemoryQuotaState()
-
-    def _moderator(self) -> Any:
-        from serve.moderation import Moderator, load_block_list
-
-        if self.args.blocklist_file:
-            return Moderator(load_block_list(self.args.blocklist_file))
-        return Moderator.from_env()
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Serve calls this with the deployment's user_config: the topology (which stage applications
