@@ -120,6 +120,12 @@ class DeviceArbiter:
             return owner != f"{id(self):x}"
         return _process_alive(pid_text)
 
+    def batch_should_yield(self) -> bool:
+        """Asked from a worker thread before each block of a running batch step or pass
+        (serve/pipeline/preemption.py): realtime work waits for this process's lock, or is in flight
+        anywhere on the device."""
+        return self.lock.realtime_waiting or not self.batch_may_run()
+
     async def batch_clear(self, wake: asyncio.Event | None = None) -> bool:
         """Wait until batch work may run (True), or until ``wake`` is set first (False)."""
         while not self.batch_may_run():

@@ -119,11 +119,6 @@ class TextEncoderDeployment(_Stage):
         """Stop ``job_id`` before its next pass (a pass that has begun ends first)."""
         return self.jobs.cancel(job_id)
 
-    def _realtime_waits(self) -> bool:
-        """Asked before each encoder block of a batch pass: a realtime request waits for this replica's
-        device, or is in flight elsewhere on it."""
-        return self.device.lock.realtime_waiting or not self.device.batch_may_run()
-
     async def _encode(self, task: EncodeTask) -> Any:
         from serve.pipeline.device import release_cached_memory
         from serve.pipeline.text_encoder import PromptEmbeddings
@@ -136,7 +131,7 @@ class TextEncoderDeployment(_Stage):
             embedded = []
             # A batch pass gives the device up between two encoder blocks when realtime work waits
             # (serve/pipeline/preemption.py) and runs again once it has cleared.
-            yield_to = None if task.priority == REALTIME else self._realtime_waits
+            yield_to = None if task.priority == REALTIME else self.device.batch_should_yield
             for texts in passes:
                 embedding = None
                 while embedding is None:

@@ -183,9 +183,9 @@ class StepScheduler:
 
     def _realtime_waits(self) -> bool:
         """Asked from the step's worker thread before each transformer block of a batch step: a realtime
-        request waits here, or is in flight elsewhere on the device."""
+        request waits in this scheduler, or the device's arbiter says realtime work wants the device."""
         return any(job.priority == REALTIME and not job.cancelled for job in list(self._jobs)) or (
-            not self.device.batch_may_run()
+            self.device.batch_should_yield()
         )
 
     def _drop_cancelled(self) -> bool:

@@ -140,3 +140,21 @@ async def test_batch_chunks_queued_for_the_lock_wait_again_when_realtime_work_st
         assert ran == ["first"]
     await asyncio.wait_for(asyncio.gather(first, *queued), 5)
     assert ran == ["first", "second", "third"]
+
+
+async def test_a_running_batch_unit_should_yield_to_realtime_work_waiting_for_the_lock_or_in_flight(tmp_path):
+    arbiter = DeviceArbiter("cpu", tmp_path)
+    assert not arbiter.batch_should_yield()
+    async with arbiter.lock.hold(BATCH):  # a batch unit holds the device
+        waiter = asyncio.create_task(_hold_briefly(arbiter, REALTIME))
+        await asyncio.sleep(0.05)
+        assert arbiter.batch_should_yield()  # a realtime turn waits for the lock
+    await waiter
+    assert not arbiter.batch_should_yield()
+    with DeviceArbiter("cpu", tmp_path).realtime_in_flight():  # realtime work in another stage
+        assert arbiter.batch_should_yield()
+
+
+async def _hold_briefly(arbiter, priority):
+    async with arbiter.lock.hold(priority):
+        pass
