@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 
 from serve.local_redis import INSTALL_HINT, RedisProcess, find_redis_server, free_port
+from serve.local_redis import stop_process as stop_process  # for the drills and burst scripts
 
 # Make `serve` and `operators` importable when a script runs as `python bench/x.py`.
 REPO = Path(__file__).resolve().parent.parent
@@ -330,15 +331,6 @@ def operator_process(url: str, interval_s: float, spec: dict[str, Any], log_path
                "--policy-file", str(spec_path), "--metrics-port", "0"]
     with log_path.open("wb") as log:
         return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def metric(client: httpx.AsyncClient, name: str, **labels: str) -> float:

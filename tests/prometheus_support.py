@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import yaml
 
-from serve.local_redis import free_port
+from serve.local_redis import free_port, stop_process
 
 INSTALL_HINT = ("prometheus not found: the tests need a real Prometheus. Install it with `make services` "
                 "(or `sudo apt-get install prometheus`), then run the tests again.")
@@ -66,10 +66,5 @@ class PrometheusProcess:
 
     def stop(self) -> None:
         if self._process is not None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+            stop_process(self._process, grace_s=20)
             self._process = None
